@@ -1,0 +1,157 @@
+"""Raw llama-cpp-python vs. LMQL through lpb_plugins.llama_cpp_adapter.
+
+Same chat prompts, greedy decoding, in one run:
+
+* raw-99:       ``Llama.generate(temp=0)`` until 99 tokens or an EOG token
+* lmql+constr.: ``argmax "{p}[X]" where len(TOKENS(X)) < 100``  (vs raw-99)
+* raw-eos:      ``Llama.generate(temp=0)`` until an EOG token
+* lmql free:    ``argmax "{p}[X]"`` (no where clause, ends at EOS; vs raw-eos)
+
+The prompts are chosen so that SmolLM2 ends its answer by itself after
+~80-250 tokens (LMQL's ``max_len`` is a hard assertion, not a limit, so an
+unconstrained variable can only be bounded by EOS).
+
+for each requested ``n_threads``.  Every measurement starts from an empty KV
+cache (prompt evaluation included on both sides) and counts the tokens
+actually produced.
+
+    python benchmarks/bench_backend.py [--threads 1 2] [--repeat 2] [--profile out.prof]
+
+Needs ``lpb_plugins`` importable (installed project, or PYTHONPATH pointing
+to a folder with a ``lpb_plugins -> plugins`` link).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+
+import lmql
+
+from lpb_plugins import llama_cpp_adapter as lca
+
+QUESTIONS = [
+    "Give me three tips for better sleep.",
+    "What is photosynthesis?",
+    "Explain what a hash table is.",
+]
+PROMPTS = [lca.format_chat(None, q) for q in QUESTIONS]
+N_TOKENS = 100  # len(TOKENS(X)) < 100  ->  at most 99 generated tokens
+RAW_CAP = 1000
+
+
+@lmql.query
+async def constrained(p):
+    '''lmql
+    argmax
+    "{p}[X]" where len(TOKENS(X)) < 100
+    return X
+    '''
+
+
+@lmql.query
+async def unconstrained(p):
+    '''lmql
+    "{p}[X]"
+    return X
+    '''
+
+
+def raw_run(llm, prompt: str, eog, cap: int) -> int:
+    llm.reset()
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    n = 0
+    for tok in llm.generate(ids, temp=0.0):
+        if tok in eog:
+            break
+        n += 1
+        if n >= cap:
+            break
+    return n
+
+
+async def lmql_run(model, prompt: str, with_constraint: bool) -> int:
+    engine = model.engine
+    engine.run_sync(lambda: setattr(engine.llm, "n_tokens", 0))  # cold KV cache, like raw
+    tok = model.adapter.get_tokenizer().tokenizer_impl
+    if with_constraint:
+        x = await constrained(prompt, model=model)
+    else:
+        x = await unconstrained(prompt, model=model, decoder="argmax")
+    return len(tok.encode(x))
+
+
+async def bench(threads, repeat, profile=None):
+    from llama_cpp import Llama
+
+    path = lca.embedded_model_path()
+    rows = []
+    for nt in threads:
+        llm = Llama(model_path=str(path), n_ctx=2048, n_threads=nt, n_threads_batch=max(nt, lca.default_n_threads()),
+                    verbose=False)
+        model = lca.load_model(path, n_threads=nt)
+        eog = model.engine.eog_ids
+        # warm-up: page in weights, compile queries, build LMQL's vocabulary matcher
+        raw_run(llm, PROMPTS[0], eog, N_TOKENS - 1)
+        await lmql_run(model, PROMPTS[0], True)
+        await lmql_run(model, PROMPTS[0], False)
+
+        res = {"raw-99": [], "lmql+constraint": [], "raw-eos": [], "lmql free": []}
+
+        def timed(key, fn):
+            t = time.perf_counter()
+            n = fn()
+            res[key].append((n, time.perf_counter() - t))
+
+        async def atimed(key, coro):
+            t = time.perf_counter()
+            n = await coro
+            res[key].append((n, time.perf_counter() - t))
+
+        for _ in range(repeat):
+            for p in PROMPTS:
+                # interleave the paths so background drift hits all alike
+                timed("raw-99", lambda: raw_run(llm, p, eog, N_TOKENS - 1))
+                if profile is not None:
+                    profile.enable()
+                await atimed("lmql+constraint", lmql_run(model, p, True))
+                if profile is not None:
+                    profile.disable()
+                timed("raw-eos", lambda: raw_run(llm, p, eog, RAW_CAP))
+                await atimed("lmql free", lmql_run(model, p, False))
+        del llm
+        tps = {k: sum(n for n, _ in v) / sum(d for _, d in v) for k, v in res.items()}
+        ntok = {k: statistics.mean(n for n, _ in v) for k, v in res.items()}
+        rows.append((nt, tps, ntok))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--profile", help="write a cProfile of the constrained LMQL runs to this file")
+    args = ap.parse_args(argv)
+
+    prof = cProfile.Profile() if args.profile else None
+    rows = asyncio.run(bench(args.threads, args.repeat, prof))
+
+    print(f"\n{'n_threads':>9} | {'raw-99':>7} | {'lmql+constr':>11} | {'ratio':>5} | "
+          f"{'raw-eos':>7} | {'lmql free':>9} | {'ratio':>5} | avg tokens raw-99/constr/raw-eos/free   (tok/s)")
+    for nt, tps, ntok in rows:
+        print(f"{nt:>9} | {tps['raw-99']:7.1f} | {tps['lmql+constraint']:11.1f} | "
+              f"{tps['lmql+constraint'] / tps['raw-99']:5.2f} | {tps['raw-eos']:7.1f} | {tps['lmql free']:9.1f} | "
+              f"{tps['lmql free'] / tps['raw-eos']:5.2f} | "
+              f"{ntok['raw-99']:.0f}/{ntok['lmql+constraint']:.0f}/{ntok['raw-eos']:.0f}/{ntok['lmql free']:.0f}")
+    if prof is not None:
+        prof.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from lpb_core.cli import main
+
+main()

@@ -1,0 +1,191 @@
+"""The ``lpb`` command. Thin: each command builds settings and calls the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from lpb_core.errors import InputError, InputErrors, PluginError
+from lpb_core.settings import BreedSettings
+
+_DEFAULTS = BreedSettings(task="-", day_care_dir=".")
+
+
+def default_day_care() -> Path:
+    """The example day care that ships with lpb."""
+    return Path(str(resources.files("lpb_core.default_day_care")))
+
+
+def option(name: str, *extra_names: str, **kwargs):
+    """An option spelled click's way (--population-size) that also accepts the seed's (--population_size)."""
+    dashed = "--" + name.replace("_", "-").lower()
+    spellings = [dashed, *extra_names]
+    underscored = "--" + name
+    if underscored not in spellings:
+        spellings.append(underscored)
+    if "default" not in kwargs and not kwargs.get("multiple") and hasattr(_DEFAULTS, name.lower()):
+        kwargs["default"] = getattr(_DEFAULTS, name.lower())
+        kwargs.setdefault("show_default", True)
+    return click.option(*spellings, name.lower(), **kwargs)
+
+
+def report_errors(command):
+    """Bad input: one line, exit 2. Anything else: one line, exit 1 (the traceback only with --verbose)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (InputError, PluginError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; finished generations are saved (resume with --continue-run-number).", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a one-line message is the contract; --verbose shows the rest
+            if kwargs.get("verbose"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="llama-day-care")
+def cli():
+    """LLaMA Day Care: breed better prompts with PromptBreeder on LMQL."""
+
+
+def csv_names(ctx, param, value):
+    return tuple(n.strip() for n in value.split(",") if n.strip()) if value else None
+
+
+@cli.command()
+@option("model_name_or_path", help="Model: smollm2 (embedded), a .gguf path, openai/<model>, or random.")
+@option("day_care_dir", type=click.Path(path_type=Path), default=None, show_default="the built-in example",
+        help="Day care folder (breeder.lmql, mutation_prompts.json, thinking_styles.json, <task>/).")
+@option("task", required=True, default=None, help="Task folder inside the day care to breed prompts for.")
+@option("decoder_options_override", help="LMQL decoder for all queries, e.g. 'argmax'; replaces the task's.")
+@option("fitness_test_suite", type=click.Path(path_type=Path), default=None,
+        show_default="<task>/fitness_test_suite.json", help="Fitness suite: items with template fields and gold_<task>.")
+@option("is_async", is_flag=True, help="Run up to --client-batch-size queries concurrently.")
+@option("client_batch_size", type=click.IntRange(1), help="Concurrent queries when --is-async.")
+@option("server_batch_size", type=click.IntRange(1), help="Batch size on the inference server (lpb serve).")
+@option("population_size", type=click.IntRange(2), help="Units in the population.")
+@option("initial_prompts_per_unit", type=click.IntRange(1),
+        help="Candidate prompts generated per unit at start; the unit keeps the fittest.")
+@option("evolution_generations", type=click.IntRange(0), help="Generations of tournaments.")
+@option("num_eda_samples", type=click.IntRange(1), help="Prompts shown to EDA and lineage mutations.")
+@option("num_lamarckian_reasonings", type=click.IntRange(1), help="Correct workings shown to Lamarckian mutation.")
+@option("chunk_size", type=click.IntRange(1), default=None, help="Tokens LMQL generates speculatively per call.")
+@option("test_CoT", is_flag=True, help="Score prompts with reasoning before the answer.")
+@option("test_noCoT", "--test-no-cot", is_flag=True, help="Score prompts on the direct answer (the default).")
+@option("verbose", "-v", is_flag=True, help="Print every mutation; tracebacks on errors.")
+@option("seed", type=int, help="Random seed; the same seed gives the same run.")
+@option("continue_run_number", type=click.IntRange(0), default=None, help="Resume RUN_<n> after its last generation.")
+@option("debug_mode", is_flag=True, help="Cycle through every operator in turn; write to <task>/DEBUG.")
+@option("use_wandb", is_flag=True, help="Log to Weights & Biases (pip install 'llama-day-care[wandb]').")
+@option("wandb_project", help="Weights & Biases project.")
+@option("selection_strategy", help="Registered selection strategy (see lpb plugins).")
+@option("operators", default=None, callback=csv_names, help="Comma-separated operators to use (default: all).")
+@option("disable_plugin", "-p", multiple=True, help="Plugin name to leave out of this run (repeatable).")
+@option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
+@option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
+@option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
+def breed(**options):
+    """Breed prompts for a task and print the best one."""
+    _breed(**options)
+
+
+@report_errors
+def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, **options):
+    from lpb_core.run import breed as run_breed
+
+    settings = BreedSettings(
+        **{k: v for k, v in options.items() if v is not None or k in ("fitness_test_suite",)},
+        **({"day_care_dir": default_day_care()} if options.get("day_care_dir") is None else {}),
+        test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin,
+        loggers=("console", *logger),
+    )
+    summary = run_breed(settings)
+    best = summary["best_unit"]
+    click.echo(f"\nBest prompt ({best['id']}, born in generation {best['born']} by {best['operator']}):")
+    for field, text in best["prompts"].items():
+        click.echo(f"  {field}: {text}")
+    line = f"Fitness: {summary['best_train_fitness']:.3f} on training items"
+    if summary.get("best_test_fitness") is not None:
+        line += (f", {summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items "
+                 f"(initial best: {summary['initial_best_test_fitness']:.3f})")
+    click.echo(line)
+    click.echo(f"Run directory: {summary['run_dir']}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--disable-plugin", "-p", multiple=True, help="Plugin name to leave out.")
+def plugins(as_json, disable_plugin):
+    """List installed plugins and the names each registers."""
+    _plugins(as_json, disable_plugin)
+
+
+@report_errors
+def _plugins(as_json, disable_plugin):
+    from lpb_core.plugins import describe, load_plugins
+
+    rows = describe(load_plugins(disable_plugin))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']} ({row['distribution'] or 'not from a distribution'} {row['version'] or ''})".rstrip())
+        for kind, names in row["registers"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@cli.command()
+@click.argument("day_care_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--task", default=None, help="Check only this task (default: every task).")
+@click.option("--fitness-test-suite", "--fitness_test_suite", type=click.Path(path_type=Path), default=None)
+@click.option("--operators", default=None, callback=csv_names, help="Operators that must be usable.")
+@click.option("--disable-plugin", "-p", multiple=True)
+def validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin):
+    """Check a day care folder: every file against its schema, and the files against each other."""
+    _validate(day_care_dir or default_day_care(), task, fitness_test_suite, operators, disable_plugin)
+
+
+@report_errors
+def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin):
+    from lpb_core.daycare import load_day_care
+    from lpb_core.run import prepare
+
+    problems: list[InputError] = []
+    try:
+        tasks = [task] if task else sorted(load_day_care(day_care_dir).tasks)
+    except InputError as exc:
+        tasks, problems = [], [exc]
+    if not tasks and not problems:
+        problems.append(InputError(day_care_dir, "no task folder with a task_description.json"))
+    for name in tasks:
+        try:
+            prepare(BreedSettings(task=name, day_care_dir=day_care_dir, fitness_test_suite=fitness_test_suite,
+                                  operators=operators, disabled_plugins=disable_plugin, loggers=()))
+        except InputErrors as exc:
+            problems.extend(exc.errors)
+        except InputError as exc:
+            problems.append(exc)
+    if problems:
+        for problem in dict.fromkeys(map(str, problems)):
+            click.echo(f"Error: {problem}", err=True)
+        sys.exit(2)
+    click.echo(f"ok: {day_care_dir} ({', '.join(tasks)})")
+
+
+def main():
+    cli(prog_name="lpb")

@@ -1,0 +1,55 @@
+"""LMQL decoder option strings (``argmax``, ``sample(temperature=0.8)``), parsed without eval."""
+
+from __future__ import annotations
+
+import ast
+
+import attrs
+
+from lpb_core.errors import InputError
+
+# The decoders LMQL 0.7 ships; see https://lmql.ai/docs/language/decoding.html
+KNOWN_DECODERS = ("argmax", "sample", "beam", "beam_sample", "best_k", "var", "beam_var")
+
+
+@attrs.frozen
+class Decoder:
+    name: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def clause(self) -> str:
+        """The decoder clause that starts an LMQL query."""
+        if not self.options:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.options)})"
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the same prompt always gives the same output (so results may be cached)."""
+        temperature = dict(self.options).get("temperature")
+        return self.name in ("argmax", "beam", "best_k") or (self.name == "sample" and temperature == 0)
+
+
+def parse_decoder(text: str, where: str = "command line", field: str | None = None) -> Decoder:
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise InputError(where, f"not an LMQL decoder: {text!r} (expected e.g. argmax or sample(temperature=0.8))",
+                         field) from None
+    if isinstance(node, ast.Name):
+        name, options = node.id, ()
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
+        name = node.func.id
+        try:
+            options = tuple((kw.arg, ast.literal_eval(kw.value)) for kw in node.keywords if kw.arg)
+        except ValueError:
+            raise InputError(where, f"decoder options must be literal values: {text!r}", field) from None
+        if len(options) != len(node.keywords):
+            raise InputError(where, f"decoder options must be name=value pairs: {text!r}", field)
+    else:
+        raise InputError(where, f"not an LMQL decoder: {text!r} (expected e.g. argmax or sample(temperature=0.8))",
+                         field)
+    if name not in KNOWN_DECODERS:
+        raise InputError(where, f"unknown decoder {name!r}; known: {', '.join(KNOWN_DECODERS)}", field)
+    return Decoder(name, options)

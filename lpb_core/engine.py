@@ -1,0 +1,208 @@
+"""The PromptBreeder loop, top to bottom.
+
+Initialise a population, then for each generation: score every unit on this generation's
+minibatch, let the selection strategy pick contests, replace each loser by a mutated copy of its
+winner, score the children, and write the generation down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Callable
+
+import attrs
+
+from lpb_core.daycare import INITIAL_TEMPLATE
+from lpb_core.errors import BreedError
+from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
+from lpb_core.fitness import FitnessTest, Minibatch
+from lpb_core.llm import LanguageModel
+from lpb_core.operators import Mutation, MutationContext, OperatorSkipped, clean_prompt
+from lpb_core.settings import BreedSettings
+from lpb_core.units import Birth, Contest, GenerationRecord, Unit, Usage, best_unit
+
+
+@attrs.define
+class Breeder:
+    settings: BreedSettings
+    fitness: FitnessTest
+    model: LanguageModel
+    strategy: object  # a registered selection strategy
+    operators: list  # enabled operators of stage "mutate", in a fixed order
+    post_operators: list  # enabled operators of stage "post", applied to every child in order
+    train_indices: tuple[int, ...]
+    hooks: object  # the run's plugin manager hook relay, for events
+    write: Callable[[GenerationRecord], object]  # persists a finished generation
+    wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
+    usage_before: Usage = Usage()
+
+    async def breed(self, resume_from: GenerationRecord | None) -> GenerationRecord:
+        started = time.perf_counter()
+        record = resume_from or await self.initialise(started)
+        for generation in range(record.generation + 1, self.settings.evolution_generations + 1):
+            record = await self.evolve(record, generation, started)
+        return record
+
+    async def initialise(self, started: float) -> GenerationRecord:
+        day_care, task = self.fitness.day_care, self.fitness.task
+        rng = self.rng("init")
+        seeds = [(rng.choice(day_care.mutation_prompts), rng.choice(day_care.thinking_styles))
+                 for _ in range(self.settings.population_size)]
+        drafts = await asyncio.gather(*(
+            self.initial_candidate(f"u{number:04d}", mutation_prompt, thinking_style, candidate)
+            for number, (mutation_prompt, thinking_style) in enumerate(seeds)
+            for candidate in range(self.settings.initial_prompts_per_unit)))
+        batch = self.minibatch(0)
+        scored = await self.evaluate_all(drafts, batch, 0)
+        per_unit = self.settings.initial_prompts_per_unit
+        # Each unit keeps the best of its candidate prompts.
+        population = [best_unit(scored[i:i + per_unit]) for i in range(0, len(scored), per_unit)]
+        return self.finish(0, population, batch, (), None, len(population), 0, started)
+
+    async def evolve(self, previous: GenerationRecord, generation: int, started: float) -> GenerationRecord:
+        batch = self.minibatch(generation)
+        # Contestants must be compared on the same items, so units scored on another minibatch are rescored.
+        population = await self.evaluate_all(list(previous.population), batch, generation)
+        contests = self.strategy.contests(tuple(population), self.rng("select", generation))
+        check_contests(contests, population, self.strategy)
+        cycle = previous.operator_cycle
+        chosen = []
+        for k in range(len(contests)):
+            if self.settings.debug_mode:  # every operator in turn, so a short run exercises them all
+                chosen.append(self.operators[cycle % len(self.operators)])
+                cycle += 1
+            else:
+                chosen.append(self.rng("operator", generation, k).choice(self.operators))
+        by_id = {u.id: u for u in population}
+        made = await asyncio.gather(*(
+            self.make_child(by_id[contest.winner], f"u{previous.next_unit_number + k:04d}", operator,
+                            tuple(population), previous, generation, k)
+            for k, (contest, operator) in enumerate(zip(contests, chosen))))
+        children = await self.evaluate_all([child for child, _ in made], batch, generation)
+        births = []
+        for contest, child, (_, applied) in zip(contests, children, made):
+            births.append(Birth(contest=contest, child=child.id, operator=applied[0], post_operators=applied[1:]))
+            self.hooks.lpb_mutation_applied(event=MutationApplied(
+                generation=generation, operator=applied[0], parent=by_id[contest.winner], child=child,
+                replaced=contest.loser))
+        replacement = {contest.loser: child for contest, child in zip(contests, children)}
+        population = [replacement.get(u.id, u) for u in population]
+        return self.finish(generation, population, batch, births, previous,
+                           previous.next_unit_number + len(contests), cycle, started)
+
+    async def make_child(self, parent: Unit, child_id: str, operator, population: tuple[Unit, ...],
+                         previous: GenerationRecord, generation: int, k: int) -> tuple[Unit, tuple[str, ...]]:
+        """A mutated copy of ``parent``; returns it and the names of the operators that acted."""
+        rng = self.rng("mutate", generation, k)
+        # An operator that cannot act on this parent hands over to the others, in a seeded order.
+        fallbacks = [op for op in self.operators if op is not operator]
+        rng.shuffle(fallbacks)
+        child = attrs.evolve(parent, id=child_id, parents=(parent.id,), born=generation, fitness=None, scores={},
+                             scored_on=None, workings=(), operator="")
+        applied = []
+        for candidate in [operator, *fallbacks]:
+            try:
+                mutation = await candidate.mutate(self.context(parent, population, previous, generation, rng))
+            except OperatorSkipped:
+                continue
+            child = apply(child, mutation, candidate.name)
+            applied.append(candidate.name)
+            break
+        else:
+            raise BreedError(f"no enabled operator could mutate unit {parent.id}")
+        for post in self.post_operators:
+            mutation = await post.mutate(self.context(child, population, previous, generation, rng))
+            if mutation is not None:
+                child = apply(child, mutation, None)
+                applied.append(post.name)
+        return attrs.evolve(child, operator=applied[0]), tuple(applied)
+
+    def context(self, parent, population, previous, generation, rng) -> MutationContext:
+        return MutationContext(
+            parent=parent, population=population, generation=generation, elite_prompts=previous.elite_prompts,
+            day_care=self.fitness.day_care, task=self.fitness.task, rng=rng,
+            num_eda_samples=self.settings.num_eda_samples,
+            num_lamarckian_reasonings=self.settings.num_lamarckian_reasonings, model=self.model)
+
+    async def initial_candidate(self, unit_id: str, mutation_prompt: str, thinking_style: str,
+                                candidate: int) -> Unit:
+        """The paper's initialisation: mutation prompt + thinking style + problem description -> task prompt."""
+        day_care, task = self.fitness.day_care, self.fitness.task
+        variables = (await self.model.run(
+            day_care.breeder.templates[INITIAL_TEMPLATE],
+            {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
+             "task_description": task.description, "candidate": candidate},
+            task.decoder)).variables
+        # A blank generation would breed nothing; the task description is a sane starting prompt instead.
+        prompts = {f: clean_prompt(str(variables.get(f.upper(), ""))) or task.description
+                   for f in day_care.breeder.prompt_fields}
+        return Unit(id=unit_id, prompts=prompts, mutation_prompt=mutation_prompt, thinking_style=thinking_style)
+
+    async def evaluate_all(self, units: list[Unit], batch: Minibatch, generation: int) -> list[Unit]:
+        """Score the units not yet scored on ``batch``; keeps order."""
+        todo = [i for i, u in enumerate(units) if u.scored_on != batch.id]
+        done = 0
+
+        async def one(unit: Unit) -> Unit:
+            nonlocal done
+            scored = await self.fitness.evaluate(unit, batch, self.model)
+            done += 1
+            self.hooks.lpb_unit_evaluated(event=UnitEvaluated(
+                generation=generation, unit=scored, items=len(batch.indices), done=done, total=len(todo)))
+            return scored
+
+        results = await asyncio.gather(*(one(units[i]) for i in todo))
+        units = list(units)
+        for i, scored in zip(todo, results):
+            units[i] = scored
+        return units
+
+    def finish(self, generation, population, batch, births, previous, next_unit_number, cycle,
+               started) -> GenerationRecord:
+        best = best_unit(population)
+        record = GenerationRecord(
+            generation=generation, population=tuple(population), minibatch=batch.indices, births=tuple(births),
+            elites=(previous.elites if previous else ()) + (best.id,),
+            elite_prompts=(previous.elite_prompts if previous else ()) + (best.prompts,),
+            next_unit_number=next_unit_number, operator_cycle=cycle,
+            usage=self.usage_before + self.model.usage,
+            wall_seconds=self.wall_before + time.perf_counter() - started)
+        path = self.write(record)
+        self.hooks.lpb_generation_finished(event=GenerationFinished(
+            record=record, run_dir=path.parent, total_generations=self.settings.evolution_generations))
+        return record
+
+    # Every draw comes from a generator named by its purpose, so a resumed run makes exactly
+    # the draws an uninterrupted one would, whatever order concurrent work finishes in.
+    def rng(self, *purpose) -> random.Random:
+        return random.Random(":".join(map(str, (self.settings.seed, *purpose))))
+
+    def minibatch(self, generation: int) -> Minibatch:
+        size = self.settings.fitness_batch_size
+        if size <= 0 or size >= len(self.train_indices):
+            return Minibatch("all", self.train_indices)
+        return Minibatch(f"g{generation}", tuple(self.rng("batch", generation).sample(self.train_indices, size)))
+
+
+def apply(unit: Unit, mutation: Mutation, operator: str | None) -> Unit:
+    """A unit with the mutation's changes; blank prompts keep the unit's own."""
+    changes = {}
+    if mutation.prompts:
+        changes["prompts"] = {**unit.prompts, **{k: v for k, v in mutation.prompts.items() if v and v.strip()}}
+    if mutation.mutation_prompt and mutation.mutation_prompt.strip():
+        changes["mutation_prompt"] = mutation.mutation_prompt.strip()
+    if mutation.context is not None:
+        changes["context"] = mutation.context
+    if operator:
+        changes["operator"] = operator
+    return attrs.evolve(unit, **changes)
+
+
+def check_contests(contests: list[Contest], population: list[Unit], strategy) -> None:
+    ids = {u.id for u in population}
+    losers = [c.loser for c in contests]
+    if any(c.winner not in ids or c.loser not in ids for c in contests) or len(set(losers)) != len(losers):
+        raise BreedError(f"selection strategy {strategy.name!r} returned contests with unknown units or a unit "
+                         f"that loses twice: {contests}")

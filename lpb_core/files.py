@@ -1,0 +1,97 @@
+"""Reading and writing the files a person sees: JSON in, atomic JSON out, schema checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from lpb_core.errors import InputError
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON so a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
+
+
+@lru_cache(maxsize=None)
+def schema(name: str) -> dict:
+    """A schema shipped in ``schemas/`` (installed as ``lpb_core.schemas``)."""
+    text = resources.files("lpb_core.schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def json_path(parts) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputError]:
+    """Every violation of ``schema_doc``, each naming the file and the JSON path of the field."""
+    validator = jsonschema.Draft202012Validator(schema_doc)
+    errors = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        parts = list(error.absolute_path)
+        message = error.message
+        if error.validator == "required":
+            missing = message.split("'")[1] if "'" in message else "?"
+            parts.append(missing)
+            expected = schema_doc_at(schema_doc, error.schema_path, missing)
+            message = "missing" + (f" (expected {expected})" if expected else "")
+        elif error.validator == "additionalProperties" and error.validator_value is False:
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            parts.append(extra[0] if extra else "?")
+            known = ", ".join(error.schema.get("properties", {}))
+            message = f"unknown field; expected one of: {known}"
+        errors.append(InputError(where, message, json_path(parts)))
+    return errors
+
+
+def schema_doc_at(schema_doc: dict, schema_path, prop: str) -> str | None:
+    """A short 'a string' description of what a missing property should be."""
+    node = schema_doc
+    for part in list(schema_path)[:-1]:
+        node = node[part]
+    kind = node.get("properties", {}).get(prop, {}).get("type")
+    return {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
+            "integer": "an integer", "boolean": "true or false"}.get(kind) if isinstance(kind, str) else None
+
+
+def check(data: Any, schema_name: str, where: Path | str) -> None:
+    errors = schema_errors(data, schema(schema_name), where)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,89 @@
+"""The engine's one narrow door to language models: run this LMQL template with these arguments.
+
+Backends (plugins) open a ``ModelHandle``; ``LanguageModel`` compiles templates once, bounds
+concurrency, spreads queries over the handle's models and counts what was spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import time
+from typing import Any, Callable
+
+import attrs
+import lmql
+
+from lpb_core.daycare import Template
+from lpb_core.decoding import Decoder
+from lpb_core.errors import BreedError
+from lpb_core.units import Usage
+
+
+@attrs.frozen
+class ModelHandle:
+    """An opened model, as a backend plugin returns it."""
+
+    description: str  # what config.json and summary.json record (never a secret)
+    models: tuple  # LMQL model objects (lmql.model(...)); queries are spread round-robin over them
+    count_tokens: Callable[[str], int]
+    close: Callable[[], object] = lambda: None  # may return an awaitable; called once, inside the run's loop
+    query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
+
+
+@attrs.frozen
+class QueryResult:
+    variables: dict
+    prompt: str  # the whole interaction as the model saw and wrote it
+
+
+class LanguageModel:
+    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None):
+        self.handle = handle
+        self._queries: dict[tuple, Any] = {}
+        self._semaphore = asyncio.Semaphore(max(1, concurrency))
+        self._next_model = itertools.cycle(handle.models)
+        self._chunk_size = chunk_size
+        self.usage = Usage()
+
+    def _compiled(self, template: Template):
+        key = (template.code, template.args)
+        if key not in self._queries:
+            try:
+                self._queries[key] = lmql.query(template.code, input_variables=list(template.args), is_async=True)
+            except Exception as exc:  # LMQL's compiler raises many types
+                raise BreedError(f"breeder.lmql: {template.name}: LMQL cannot compile it: {exc}") from exc
+        return self._queries[key]
+
+    async def run(self, template: Template, args: dict, decoder: Decoder) -> QueryResult:
+        missing = [a for a in template.args if a not in args]
+        if missing:
+            raise BreedError(f"breeder.lmql: {template.name}: no value for {', '.join(missing)}")
+        query = self._compiled(template)
+        options = dict(decoder.options)
+        if self._chunk_size:
+            options.setdefault("chunksize", self._chunk_size)
+        call_args = {name: args[name] for name in template.args}
+        async with self._semaphore:
+            model = next(self._next_model)
+            started = time.perf_counter()
+            try:
+                result = await query(**call_args, model=model, decoder=decoder.name, **options,
+                                     **self.handle.query_kwargs)
+            except Exception as exc:
+                raise BreedError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+            elapsed = time.perf_counter() - started
+        if isinstance(result, list):  # decoders with n > 1 return one result per sequence; keep the best
+            result = result[0]
+        variables = {k: v for k, v in result.variables.items() if not k.startswith("P(")}
+        generated = sum(self.handle.count_tokens(v) for v in variables.values() if isinstance(v, str))
+        total = self.handle.count_tokens(result.prompt)
+        self.usage += Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
+                            llm_seconds=elapsed)
+        return QueryResult(variables=variables, prompt=result.prompt)
+
+    async def aclose(self) -> None:
+        result = self.handle.close()
+        if inspect.isawaitable(result):
+            await result

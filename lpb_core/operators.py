@@ -1,0 +1,90 @@
+"""What a mutation operator plugin receives (``MutationContext``) and returns (``Mutation``)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from lpb_core.daycare import DayCare, Task
+from lpb_core.llm import LanguageModel
+from lpb_core.units import Unit, Working, fitness_key
+
+# What every operator template can receive, besides the unit's prompt fields.
+BASE_ARGS = frozenset({"task_description", "mutation_prompt", "thinking_style"})
+
+MUTATE = "mutate"  # chosen as a contest's operator
+POST = "post"  # applied to every child after the chosen operator (crossover, context shuffling)
+
+
+class OperatorSkipped(Exception):
+    """An operator cannot act on this parent (e.g. Lamarckian mutation without a correct working).
+
+    The engine then falls back to another operator and records why.
+    """
+
+
+@attrs.frozen
+class Mutation:
+    """An operator's result. ``None`` fields are inherited from the parent."""
+
+    prompts: dict | None = None  # new values for some or all prompt fields
+    mutation_prompt: str | None = None
+    context: tuple[Working, ...] | None = None
+    notes: dict = attrs.field(factory=dict)  # anything worth keeping in the record (e.g. the hyper-mutation prompt)
+
+
+@attrs.frozen
+class MutationContext:
+    parent: Unit
+    population: tuple[Unit, ...]  # as it stood when the generation began
+    generation: int
+    elite_prompts: tuple[dict, ...]  # prompts of the best unit of each earlier generation, oldest first
+    day_care: DayCare
+    task: Task
+    rng: random.Random
+    num_eda_samples: int
+    num_lamarckian_reasonings: int
+    model: LanguageModel = attrs.field(repr=False)
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        return self.day_care.breeder.prompt_fields
+
+    def has_template(self, name: str) -> bool:
+        return name in self.day_care.breeder.templates
+
+    async def query(self, template_name: str, **args: Any) -> dict:
+        """Run a breeder.lmql template with the task's mutation decoder; returns its variables.
+
+        Every template may use the parent's prompts, mutation prompt and thinking style and the
+        task description (``BASE_ARGS``); ``args`` add to or override them.
+        """
+        template = self.day_care.breeder.templates[template_name]
+        base = {"task_description": self.task.description, "mutation_prompt": self.parent.mutation_prompt,
+                "thinking_style": self.parent.thinking_style, **self.parent.prompts}
+        result = await self.model.run(template, {**base, **args}, self.task.decoder)
+        return result.variables
+
+    def prompts_from(self, variables: dict) -> dict:
+        """Read prompt fields from a template's upper-case variables (TASK_PROMPT -> task_prompt)."""
+        found = {}
+        for field in self.prompt_fields:
+            value = variables.get(field.upper())
+            if isinstance(value, str) and value.strip():
+                found[field] = clean_prompt(value)
+        return found
+
+    def ranked_population(self) -> list[Unit]:
+        """Fittest first; ties keep population order."""
+        return sorted(self.population, key=fitness_key, reverse=True)
+
+
+def operator_templates(operator) -> tuple[str, ...]:
+    """The breeder.lmql templates an operator runs (none for operators that need no model)."""
+    return tuple(getattr(operator, "templates", (operator.name,)))
+
+
+def clean_prompt(text: str) -> str:
+    return " ".join(text.split()).strip(" \"'")

@@ -1,0 +1,195 @@
+"""One breed from settings to summary: load and check everything, then hand over to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import attrs
+
+from lpb_core import __version__
+from lpb_core.daycare import INITIAL_TEMPLATE, DayCare, Task, cross_check, load_day_care, load_suite, raise_all
+from lpb_core.decoding import parse_decoder
+from lpb_core.engine import Breeder
+from lpb_core.errors import InputError
+from lpb_core.events import RunFinished, RunStarted
+from lpb_core.fitness import FitnessTest, Minibatch
+from lpb_core.llm import LanguageModel
+from lpb_core.operators import MUTATE, POST, operator_templates
+from lpb_core.plugins import PluginSet, describe, load_plugins
+from lpb_core.rundir import RunDirectory
+from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
+from lpb_core.summary import build_summary
+from lpb_core.units import Usage, best_unit
+
+INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate"})
+
+
+@attrs.frozen
+class Prepared:
+    """Everything checked and loaded, before any model is opened."""
+
+    settings: BreedSettings
+    plugins: PluginSet
+    day_care: DayCare
+    task: Task
+    suite: tuple
+    operators: list
+    post_operators: list
+    disabled_operators: dict  # name -> why
+    loggers: dict  # name -> logger object, joined to the plugin manager when the run starts
+
+
+def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
+    """Load plugins, the day care and the suite, and report every cross-file problem at once."""
+    plugins = load_plugins(settings.disabled_plugins, extra_plugins)
+    day_care = load_day_care(settings.day_care_dir).for_task(settings.task)
+    task = day_care.task(settings.task)
+    if settings.decoder_options_override:
+        override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
+        task = attrs.evolve(task, decoder=override, fitness_decoder=override)
+    suite_path = settings.fitness_test_suite or task.suite_path
+    suite = load_suite(suite_path, task)
+
+    asked = list(settings.operators) if settings.operators else None
+    names = asked or plugins.operators.names()
+    problems = cross_check(day_care, task, suite, suite_path, plugins, names)
+    initial = day_care.breeder.templates[INITIAL_TEMPLATE]
+    for index, arg in enumerate(initial.args):
+        if arg not in INITIAL_ARGS:
+            problems.append(InputError(day_care.breeder.path, f"{INITIAL_TEMPLATE} cannot receive {arg!r}; it gets: "
+                                       f"{', '.join(sorted(INITIAL_ARGS))}", f"$.{INITIAL_TEMPLATE}_args[{index}]"))
+    operators, post, disabled = [], [], {}
+    for name in names:
+        if name not in plugins.operators:
+            continue  # already reported by cross_check
+        operator = plugins.operators.get(name)
+        missing = [t for t in operator_templates(operator) if t not in day_care.breeder.templates]
+        if missing:
+            if asked:
+                problems.append(InputError(day_care.breeder.path, f"missing (operator {name!r} was asked for with "
+                                           "--operators but breeder.lmql has no template for it)", f"$.{missing[0]}"))
+            disabled[name] = f"breeder.lmql has no {missing[0]!r} template"
+            continue
+        (post if getattr(operator, "stage", MUTATE) == POST else operators).append(operator)
+    if not operators and not problems:
+        problems.append(InputError(day_care.breeder.path, "no mutation operator can run: none of "
+                                   f"{', '.join(names)} has a template here", "--operators"))
+    plugins.selection_strategies.get(settings.selection_strategy, "command line", "--selection-strategy")
+    raise_all(problems)
+    loggers = {name: plugins.loggers.get(name, "command line", "--logger")(settings)
+               for name in active_loggers(settings)}
+    return Prepared(settings, plugins, day_care, task, suite, operators, post, disabled, loggers)
+
+
+def active_loggers(settings: BreedSettings) -> list[str]:
+    names = list(dict.fromkeys(settings.loggers))
+    if settings.use_wandb and "wandb" not in names:
+        names.append("wandb")
+    return names
+
+
+def split(suite_size: int, settings: BreedSettings) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Training and held-out test indices, fixed by the seed."""
+    indices = list(range(suite_size))
+    random.Random(f"{settings.seed}:split").shuffle(indices)
+    n_test = int(round(settings.test_split * suite_size))
+    n_test = min(n_test, suite_size - 1)
+    return tuple(sorted(indices[n_test:])), tuple(sorted(indices[:n_test]))
+
+
+def open_model(prepared: Prepared) -> LanguageModel:
+    settings = prepared.settings
+    for backend in (b for _, b in prepared.plugins.backends.items()):
+        if backend.accepts(settings.model_name_or_path):
+            handle = backend.open(settings.model_name_or_path, settings)
+            return LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size)
+    known = ", ".join(prepared.plugins.backends.names()) or "none"
+    raise InputError("command line", f"no model backend accepts {settings.model_name_or_path!r} (backends: {known})",
+                     "--model-name-or-path")
+
+
+def make_config(prepared: Prepared, model: LanguageModel) -> dict:
+    return {
+        "lpb_version": __version__,
+        "settings": prepared.settings.to_dict(),
+        "model": model.handle.description,
+        "day_care": str(prepared.day_care.root.resolve()),
+        "operators": [op.name for op in prepared.operators + prepared.post_operators],
+        "disabled_operators": prepared.disabled_operators,
+        "plugins": [{k: row[k] for k in ("name", "distribution", "version")} for row in describe(prepared.plugins)],
+    }
+
+
+def check_resumable(run: RunDirectory, settings: BreedSettings) -> None:
+    saved = run.read_config().get("settings", {})
+    current = settings.to_dict()
+    for key, value in current.items():
+        if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value:
+            raise InputError(run.config_path, f"this run was made with {saved[key]!r}, not {value!r}; a resumed run "
+                             "must use the same settings", f"$.settings.{key}")
+
+
+def breed(settings: BreedSettings, extra_plugins=()) -> dict:
+    """Run (or resume) a breed; returns the summary written to summary.json."""
+    prepared = prepare(settings, extra_plugins)
+    task_folder = prepared.task.folder
+    if settings.continue_run_number is not None:
+        run = RunDirectory.existing(task_folder, settings.continue_run_number)
+        check_resumable(run, settings)
+    else:
+        run = None
+    model = open_model(prepared)
+    run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
+    config = make_config(prepared, model)
+    if settings.continue_run_number is None:
+        run.write_config(config)
+    return asyncio.run(_breed_and_close(prepared, run, model, config))
+
+
+async def _breed_and_close(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict) -> dict:
+    """All model work of a run on one event loop: in-process models bind to the loop that first uses them."""
+    try:
+        return await _breed(prepared, run, model, config)
+    finally:
+        await model.aclose()
+
+
+async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict) -> dict:
+    settings, manager = prepared.settings, prepared.plugins.manager
+    for name, logger in prepared.loggers.items():
+        manager.register(logger, name=f"logger:{name}")
+    history = run.generations()
+    resume_from = history[-1] if history else None
+    train, test = split(len(prepared.suite), settings)
+    scorer = prepared.plugins.scorers.get(prepared.task.scorer_type)(**prepared.task.scorer_params)
+    fitness = FitnessTest(prepared.day_care, prepared.task, scorer, prepared.suite, settings.variants)
+    breeder = Breeder(
+        settings=settings, fitness=fitness, model=model,
+        strategy=prepared.plugins.selection_strategies.get(settings.selection_strategy),
+        operators=prepared.operators, post_operators=prepared.post_operators, train_indices=train,
+        hooks=manager.hook, write=run.write_generation,
+        wall_before=resume_from.wall_seconds if resume_from else 0.0,
+        usage_before=resume_from.usage if resume_from else Usage())
+    manager.hook.lpb_run_started(event=RunStarted(
+        run_dir=run.path, config=config, resumed_after=resume_from.generation if resume_from else None,
+        total_generations=settings.evolution_generations, population_size=settings.population_size))
+    started = time.perf_counter()
+    final = await breeder.breed(resume_from)
+    history = run.generations()
+
+    test_scores = {}
+    if test:
+        held_out = Minibatch("test", test)
+        initial_best, final_best = best_unit(history[0].population), final.best()
+        for label, unit in (("best_unit", final_best), ("initial_best_unit", initial_best)):
+            scored = await fitness.evaluate(unit, held_out, model)
+            test_scores[label] = scored.fitness
+    summary = build_summary(settings, run, config, history, test_scores, len(train), len(test),
+                            usage=breeder.usage_before + model.usage,
+                            wall_seconds=breeder.wall_before + time.perf_counter() - started)
+    run.write_summary(summary)
+    manager.hook.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
+    return summary

@@ -1,0 +1,64 @@
+"""The resolved arguments of one breed. The CLI builds this; the library takes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+# Settings that may differ when a run is resumed: they change neither which calls are made nor their results.
+RESUMABLE_CHANGES = frozenset({
+    "evolution_generations", "verbose", "use_wandb", "wandb_project", "continue_run_number", "loggers",
+    "is_async", "client_batch_size", "server_batch_size", "endpoints",
+})
+
+
+@attrs.frozen
+class BreedSettings:
+    task: str
+    day_care_dir: Path = attrs.field(converter=Path)
+    model_name_or_path: str = "smollm2"
+    decoder_options_override: str | None = None
+    fitness_test_suite: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    is_async: bool = False
+    client_batch_size: int = 1
+    server_batch_size: int = 1
+    population_size: int = 50  # the paper's
+    initial_prompts_per_unit: int = 1
+    evolution_generations: int = 20
+    num_eda_samples: int = 10
+    num_lamarckian_reasonings: int = 1
+    chunk_size: int | None = None
+    test_cot: bool = False
+    test_no_cot: bool = False
+    verbose: bool = False
+    seed: int = 0
+    continue_run_number: int | None = None
+    debug_mode: bool = False
+    use_wandb: bool = False
+    wandb_project: str = "llama-day-care"
+    # Beyond the seed's table:
+    selection_strategy: str = "binary_tournament"
+    operators: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    disabled_plugins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    loggers: tuple[str, ...] = attrs.field(default=("console",), converter=tuple)
+    fitness_batch_size: int = 100  # the paper's; 0 means every training item
+    test_split: float = 0.2
+    endpoints: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    n_threads: int | None = None
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Which fitness-test variants run; the direct answer when neither flag is given."""
+        chosen = tuple(v for v, on in (("cot", self.test_cot), ("no_cot", self.test_no_cot)) if on)
+        return chosen or ("no_cot",)
+
+    @property
+    def concurrency(self) -> int:
+        return self.client_batch_size if self.is_async else 1
+
+    def to_dict(self) -> dict:
+        def plain(value):
+            return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+        return {field.name: plain(getattr(self, field.name)) for field in attrs.fields(BreedSettings)}
