@@ -16,6 +16,7 @@ cache (prompt evaluation included on both sides) and counts the tokens
 actually produced.
 
     python benchmarks/bench_backend.py [--threads 1 2] [--repeat 2] [--profile out.prof]
+    python benchmarks/bench_backend.py --sentiment    # chat template vs raw prompt accuracy
 
 Needs ``lpb_plugins`` importable (installed project, or PYTHONPATH pointing
 to a folder with a ``lpb_plugins -> plugins`` link).
@@ -131,12 +132,88 @@ async def bench(threads, repeat, profile=None):
     return rows
 
 
+REVIEWS = [
+    ("An absolute delight from start to finish. I laughed and cried.", "positive"),
+    ("The food was cold, the waiter was rude and we waited an hour.", "negative"),
+    ("Best purchase I have made this year, it works perfectly.", "positive"),
+    ("It broke after two days and support never answered my emails.", "negative"),
+    ("The hotel room was spotless and the staff were wonderful.", "positive"),
+    ("Boring plot, wooden acting, and far too long. Avoid.", "negative"),
+    ("My kids love this game and so do I. Highly recommended!", "positive"),
+    ("Terrible sound quality and the battery dies within an hour.", "negative"),
+    ("A warm, funny and beautifully written novel.", "positive"),
+    ("The worst customer service I have ever experienced.", "negative"),
+    ("Fast shipping, great price, and it looks even better in person.", "positive"),
+    ("I regret buying this; it is cheap plastic junk.", "negative"),
+    ("The concert was amazing, the band played all my favourites.", "positive"),
+    ("The app crashes constantly and deletes my notes.", "negative"),
+    ("Comfortable shoes, I wore them all day without any pain.", "positive"),
+    ("The movie was a complete waste of time and money.", "negative"),
+]
+SENTIMENT_SYSTEM = "You classify the sentiment of reviews. Answer with one word: positive or negative."
+
+
+@lmql.query
+async def label_constrained(p, options):
+    '''lmql
+    argmax
+    "{p}[LABEL]" where LABEL in options
+    return LABEL
+    '''
+
+
+@lmql.query
+async def label_free(p):
+    '''lmql
+    argmax
+    "{p}[ANSWER]" where len(TOKENS(ANSWER)) < 20
+    return ANSWER
+    '''
+
+
+async def sentiment(model):
+    """Accuracy of raw-text vs chat-template prompts on REVIEWS (greedy)."""
+    def raw_prompt(review):
+        return f"Review: {review}\nIs the sentiment of this review positive or negative?\nAnswer:"
+
+    def chat_prompt(review):
+        return lca.format_chat(SENTIMENT_SYSTEM, f"Review: {review}")
+
+    def free_ok(answer, gold):
+        a = answer.lower()
+        other = "negative" if gold == "positive" else "positive"
+        return gold in a and other not in a
+
+    out = {}
+    for name, fmt, options in [("raw", raw_prompt, [" positive", " negative"]),
+                               ("chat", chat_prompt, ["positive", "negative"])]:
+        constrained_hits = free_hits = 0
+        examples = []
+        for review, gold in REVIEWS:
+            label = (await label_constrained(fmt(review), options, model=model)).strip()
+            answer = await label_free(fmt(review), model=model)
+            constrained_hits += label == gold
+            free_hits += free_ok(answer, gold)
+            examples.append(answer.strip().replace("\n", " ")[:60])
+        out[name] = (constrained_hits, free_hits, examples)
+    n = len(REVIEWS)
+    print(f"\nsentiment on {n} reviews (greedy)   constrained acc | free-text acc")
+    for name, (c, f, ex) in out.items():
+        print(f"  {name:5s} {c:>10d}/{n} ({c / n:.0%})   | {f:>3d}/{n} ({f / n:.0%})   e.g. {ex[:3]}")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--profile", help="write a cProfile of the constrained LMQL runs to this file")
+    ap.add_argument("--sentiment", action="store_true", help="only run the chat-vs-raw sentiment comparison")
     args = ap.parse_args(argv)
+
+    if args.sentiment:
+        asyncio.run(sentiment(lca.load_model()))
+        return 0
 
     prof = cProfile.Profile() if args.profile else None
     rows = asyncio.run(bench(args.threads, args.repeat, prof))

@@ -112,6 +112,8 @@ def load_breeder(path: Path, base: Breeder | None = None) -> Breeder:
         spec = hjson.loads(text)
     except hjson.HjsonDecodeError as exc:
         raise InputError(path, f"invalid hjson: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
+    except (IndexError, ValueError) as exc:  # hjson fails this way on some unterminated strings
+        raise InputError(path, f"invalid hjson: {exc} (an unterminated string or bracket?)") from None
     spec = _plain(spec)
     schema = files.schema("breeder")
     if base is not None:  # a task's breeder.lmql only adds or replaces entries

