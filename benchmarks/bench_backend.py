@@ -87,47 +87,55 @@ async def lmql_run(model, prompt: str, with_constraint: bool) -> int:
     return len(tok.encode(x))
 
 
-async def bench(threads, repeat, profile=None):
+async def bench(threads, repeat, warmup=2, profile=None):
     from llama_cpp import Llama
 
     path = lca.embedded_model_path()
-    rows = []
+    # Load every configuration first and interleave them inside each round:
+    # this VM's speed drifts a lot over seconds (fresh processes start slow),
+    # so sequential phases per n_threads would compare different machines.
+    raws, models = {}, {}
     for nt in threads:
-        llm = Llama(model_path=str(path), n_ctx=2048, n_threads=nt, n_threads_batch=max(nt, lca.default_n_threads()),
-                    verbose=False)
-        model = lca.load_model(path, n_threads=nt)
-        eog = model.engine.eog_ids
-        # warm-up: page in weights, compile queries, build LMQL's vocabulary matcher
-        raw_run(llm, PROMPTS[0], eog, N_TOKENS - 1)
-        await lmql_run(model, PROMPTS[0], True)
-        await lmql_run(model, PROMPTS[0], False)
+        # same prompt-eval threads as the engine uses
+        raws[nt] = Llama(model_path=str(path), n_ctx=2048, n_threads=nt,
+                         n_threads_batch=max(nt, lca._usable_cores()), verbose=False)
+        models[nt] = lca.load_model(path, n_threads=nt)
+    eog = models[threads[0]].engine.eog_ids
+    res = {nt: {"raw-99": [], "lmql+constraint": [], "raw-eos": [], "lmql free": []} for nt in threads}
 
-        res = {"raw-99": [], "lmql+constraint": [], "raw-eos": [], "lmql free": []}
+    def timed(nt, key, fn):
+        t = time.perf_counter()
+        n = fn()
+        res[nt][key].append((n, time.perf_counter() - t))
 
-        def timed(key, fn):
-            t = time.perf_counter()
-            n = fn()
-            res[key].append((n, time.perf_counter() - t))
+    async def atimed(nt, key, coro):
+        t = time.perf_counter()
+        n = await coro
+        res[nt][key].append((n, time.perf_counter() - t))
 
-        async def atimed(key, coro):
-            t = time.perf_counter()
-            n = await coro
-            res[key].append((n, time.perf_counter() - t))
+    # warm-up: page in weights/buffers, compile queries, build LMQL's vocabulary matcher
+    for _ in range(warmup):
+        for nt in threads:
+            raw_run(raws[nt], PROMPTS[0], eog, N_TOKENS - 1)
+            await lmql_run(models[nt], PROMPTS[0], True)
+            await lmql_run(models[nt], PROMPTS[0], False)
 
-        for _ in range(repeat):
-            for p in PROMPTS:
-                # interleave the paths so background drift hits all alike
-                timed("raw-99", lambda: raw_run(llm, p, eog, N_TOKENS - 1))
+    for _ in range(repeat):
+        for p in PROMPTS:
+            for nt in threads:
+                llm, model = raws[nt], models[nt]
+                timed(nt, "raw-99", lambda: raw_run(llm, p, eog, N_TOKENS - 1))
                 if profile is not None:
                     profile.enable()
-                await atimed("lmql+constraint", lmql_run(model, p, True))
+                await atimed(nt, "lmql+constraint", lmql_run(model, p, True))
                 if profile is not None:
                     profile.disable()
-                timed("raw-eos", lambda: raw_run(llm, p, eog, RAW_CAP))
-                await atimed("lmql free", lmql_run(model, p, False))
-        del llm
-        tps = {k: sum(n for n, _ in v) / sum(d for _, d in v) for k, v in res.items()}
-        ntok = {k: statistics.mean(n for n, _ in v) for k, v in res.items()}
+                timed(nt, "raw-eos", lambda: raw_run(llm, p, eog, RAW_CAP))
+                await atimed(nt, "lmql free", lmql_run(model, p, False))
+    rows = []
+    for nt in threads:
+        tps = {k: sum(n for n, _ in v) / sum(d for _, d in v) for k, v in res[nt].items()}
+        ntok = {k: statistics.mean(n for n, _ in v) for k, v in res[nt].items()}
         rows.append((nt, tps, ntok))
     return rows
 
@@ -206,7 +214,8 @@ async def sentiment(model):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--profile", help="write a cProfile of the constrained LMQL runs to this file")
     ap.add_argument("--sentiment", action="store_true", help="only run the chat-vs-raw sentiment comparison")
     args = ap.parse_args(argv)
@@ -216,7 +225,7 @@ def main(argv=None):
         return 0
 
     prof = cProfile.Profile() if args.profile else None
-    rows = asyncio.run(bench(args.threads, args.repeat, prof))
+    rows = asyncio.run(bench(args.threads, args.repeat, args.warmup, prof))
 
     print(f"\n{'n_threads':>9} | {'raw-99':>7} | {'lmql+constr':>11} | {'ratio':>5} | "
           f"{'raw-eos':>7} | {'lmql free':>9} | {'ratio':>5} | avg tokens raw-99/constr/raw-eos/free   (tok/s)")
