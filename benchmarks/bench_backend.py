@@ -136,7 +136,13 @@ async def bench(threads, repeat, warmup=2, profile=None):
     for nt in threads:
         tps = {k: sum(n for n, _ in v) / sum(d for _, d in v) for k, v in res[nt].items()}
         ntok = {k: statistics.mean(n for n, _ in v) for k, v in res[nt].items()}
-        rows.append((nt, tps, ntok))
+        # paired ratios (each LMQL run vs the raw run just before it) are robust to drift
+        r = res[nt]
+        paired = {
+            "constr": statistics.median((a[0] / a[1]) / (b[0] / b[1]) for a, b in zip(r["lmql+constraint"], r["raw-99"])),
+            "free": statistics.median((a[0] / a[1]) / (b[0] / b[1]) for a, b in zip(r["lmql free"], r["raw-eos"])),
+        }
+        rows.append((nt, tps, ntok, paired))
     return rows
 
 
@@ -229,11 +235,13 @@ def main(argv=None):
 
     print(f"\n{'n_threads':>9} | {'raw-99':>7} | {'lmql+constr':>11} | {'ratio':>5} | "
           f"{'raw-eos':>7} | {'lmql free':>9} | {'ratio':>5} | avg tokens raw-99/constr/raw-eos/free   (tok/s)")
-    for nt, tps, ntok in rows:
+    for nt, tps, ntok, paired in rows:
         print(f"{nt:>9} | {tps['raw-99']:7.1f} | {tps['lmql+constraint']:11.1f} | "
               f"{tps['lmql+constraint'] / tps['raw-99']:5.2f} | {tps['raw-eos']:7.1f} | {tps['lmql free']:9.1f} | "
               f"{tps['lmql free'] / tps['raw-eos']:5.2f} | "
               f"{ntok['raw-99']:.0f}/{ntok['lmql+constraint']:.0f}/{ntok['raw-eos']:.0f}/{ntok['lmql free']:.0f}")
+    print("median paired ratio (lmql / adjacent raw run): " + ", ".join(
+        f"n_threads={nt}: constr {p['constr']:.2f} free {p['free']:.2f}" for nt, _, _, p in rows))
     if prof is not None:
         prof.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)

@@ -99,6 +99,10 @@ def csv_names(ctx, param, value):
 @option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
 @option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
+@option("max_llm_calls", type=click.IntRange(1), default=None, help="Stop after this many model calls (resumable).")
+@option("max_tokens", type=click.IntRange(1), default=None, help="Stop after this many prompt + completion tokens.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Reuse results of deterministic queries, kept in the run directory.")
 def breed(**options):
     """Breed prompts for a task and print the best one."""
     _breed(**options)
@@ -124,6 +128,9 @@ def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, **options):
         line += (f", {summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items "
                  f"(initial best: {summary['initial_best_test_fitness']:.3f})")
     click.echo(line)
+    if summary["stopped_because"] != "completed":
+        click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
+                   " raise the budget and add --continue-run-number to go on.")
     click.echo(f"Run directory: {summary['run_dir']}")
 
 

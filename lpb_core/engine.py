@@ -7,7 +7,6 @@ winner, score the children, and write the generation down.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import Callable
@@ -18,10 +17,10 @@ from lpb_core.daycare import INITIAL_TEMPLATE
 from lpb_core.errors import BreedError
 from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
 from lpb_core.fitness import FitnessTest, Minibatch
-from lpb_core.llm import LanguageModel
+from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import Mutation, MutationContext, OperatorSkipped, clean_prompt
 from lpb_core.settings import BreedSettings
-from lpb_core.units import Birth, Contest, GenerationRecord, Unit, Usage, best_unit
+from lpb_core.units import Birth, Contest, GenerationRecord, Unit, best_unit
 
 
 @attrs.define
@@ -36,21 +35,28 @@ class Breeder:
     hooks: object  # the run's plugin manager hook relay, for events
     write: Callable[[GenerationRecord], object]  # persists a finished generation
     wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
-    usage_before: Usage = Usage()
 
-    async def breed(self, resume_from: GenerationRecord | None) -> GenerationRecord:
+    async def breed(self, resume_from: GenerationRecord | None) -> tuple[GenerationRecord, str]:
+        """Breed until the last generation or the budget; returns the last finished generation and why it stopped."""
         started = time.perf_counter()
-        record = resume_from or await self.initialise(started)
-        for generation in range(record.generation + 1, self.settings.evolution_generations + 1):
-            record = await self.evolve(record, generation, started)
-        return record
+        record = resume_from
+        try:
+            record = record or await self.initialise(started)
+            for generation in range(record.generation + 1, self.settings.evolution_generations + 1):
+                record = await self.evolve(record, generation, started)
+        except BudgetExhausted as exhausted:
+            if record is None:
+                raise BreedError(f"the budget ran out before the initial population was scored: {exhausted.reason}; "
+                                 "raise it and resume with --continue-run-number") from None
+            return record, f"budget: {exhausted.reason}"
+        return record, "completed"
 
     async def initialise(self, started: float) -> GenerationRecord:
         day_care, task = self.fitness.day_care, self.fitness.task
         rng = self.rng("init")
         seeds = [(rng.choice(day_care.mutation_prompts), rng.choice(day_care.thinking_styles))
                  for _ in range(self.settings.population_size)]
-        drafts = await asyncio.gather(*(
+        drafts = await run_all((
             self.initial_candidate(f"u{number:04d}", mutation_prompt, thinking_style, candidate)
             for number, (mutation_prompt, thinking_style) in enumerate(seeds)
             for candidate in range(self.settings.initial_prompts_per_unit)))
@@ -76,7 +82,7 @@ class Breeder:
             else:
                 chosen.append(self.rng("operator", generation, k).choice(self.operators))
         by_id = {u.id: u for u in population}
-        made = await asyncio.gather(*(
+        made = await run_all((
             self.make_child(by_id[contest.winner], f"u{previous.next_unit_number + k:04d}", operator,
                             tuple(population), previous, generation, k)
             for k, (contest, operator) in enumerate(zip(contests, chosen))))
@@ -153,7 +159,7 @@ class Breeder:
                 generation=generation, unit=scored, items=len(batch.indices), done=done, total=len(todo)))
             return scored
 
-        results = await asyncio.gather(*(one(units[i]) for i in todo))
+        results = await run_all((one(units[i]) for i in todo))
         units = list(units)
         for i, scored in zip(todo, results):
             units[i] = scored
@@ -167,7 +173,7 @@ class Breeder:
             elites=(previous.elites if previous else ()) + (best.id,),
             elite_prompts=(previous.elite_prompts if previous else ()) + (best.prompts,),
             next_unit_number=next_unit_number, operator_cycle=cycle,
-            usage=self.usage_before + self.model.usage,
+            usage=self.model.usage,
             wall_seconds=self.wall_before + time.perf_counter() - started)
         path = self.write(record)
         self.hooks.lpb_generation_finished(event=GenerationFinished(

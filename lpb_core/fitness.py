@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import attrs
 
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
 from lpb_core.errors import BreedError
-from lpb_core.llm import LanguageModel
+from lpb_core.llm import LanguageModel, run_all
 from lpb_core.units import Unit, Working
 
 MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarckian mutation and context
@@ -50,7 +48,7 @@ class FitnessTest:
                                  f"{self.task.answer_variable} variable (task_description.json answer_variable)")
             return index, variant, result.variables
 
-        outcomes = await asyncio.gather(*(answer(i, v) for v in self.variants for i in batch.indices))
+        outcomes = await run_all(answer(i, v) for v in self.variants for i in batch.indices)
         scores, workings = {}, []
         for variant in self.variants:
             answers, golds = [], []

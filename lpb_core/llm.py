@@ -15,10 +15,42 @@ from typing import Any, Callable
 import attrs
 import lmql
 
+from lpb_core.cache import QueryCache, cache_key
 from lpb_core.daycare import Template
 from lpb_core.decoding import Decoder
 from lpb_core.errors import BreedError
 from lpb_core.units import Usage
+
+
+class BudgetExhausted(Exception):
+    """The next call would pass --max-llm-calls or --max-tokens; the run stops after its last full generation."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attrs.frozen
+class Budget:
+    max_llm_calls: int | None = None
+    max_tokens: int | None = None
+
+    def check(self, usage: Usage) -> None:
+        if self.max_llm_calls is not None and usage.llm_calls >= self.max_llm_calls:
+            raise BudgetExhausted(f"max_llm_calls ({self.max_llm_calls}) reached")
+        if self.max_tokens is not None and usage.prompt_tokens + usage.completion_tokens >= self.max_tokens:
+            raise BudgetExhausted(f"max_tokens ({self.max_tokens}) reached")
+
+
+async def run_all(coroutines) -> list:
+    """Run concurrently and keep order; the first failure cancels the rest and is raised as it is."""
+    coroutines = list(coroutines)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 @attrs.frozen
@@ -39,13 +71,16 @@ class QueryResult:
 
 
 class LanguageModel:
-    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None):
+    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
+                 cache: QueryCache | None = None, budget: Budget = Budget(), usage: Usage = Usage()):
         self.handle = handle
         self._queries: dict[tuple, Any] = {}
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
-        self.usage = Usage()
+        self.cache = cache
+        self.budget = budget
+        self.usage = usage  # totals, including earlier sessions of a resumed run
 
     def _compiled(self, template: Template):
         key = (template.code, template.args)
@@ -65,7 +100,15 @@ class LanguageModel:
         if self._chunk_size:
             options.setdefault("chunksize", self._chunk_size)
         call_args = {name: args[name] for name in template.args}
+        key = None
+        if self.cache is not None and decoder.deterministic:
+            key = cache_key(self.handle.description, template.code, call_args, decoder.clause)
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.usage += Usage(cache_hits=1)
+                return QueryResult(variables=cached["variables"], prompt=cached["prompt"])
         async with self._semaphore:
+            self.budget.check(self.usage)
             model = next(self._next_model)
             started = time.perf_counter()
             try:
@@ -81,9 +124,13 @@ class LanguageModel:
         total = self.handle.count_tokens(result.prompt)
         self.usage += Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
                             llm_seconds=elapsed)
+        if key is not None:
+            self.cache.put(key, {"variables": variables, "prompt": result.prompt})
         return QueryResult(variables=variables, prompt=result.prompt)
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         result = self.handle.close()
         if inspect.isawaitable(result):
             await result

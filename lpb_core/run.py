@@ -16,7 +16,8 @@ from lpb_core.engine import Breeder
 from lpb_core.errors import InputError
 from lpb_core.events import RunFinished, RunStarted
 from lpb_core.fitness import FitnessTest, Minibatch
-from lpb_core.llm import LanguageModel
+from lpb_core.cache import QueryCache
+from lpb_core.llm import Budget, LanguageModel, ModelHandle
 from lpb_core.operators import MUTATE, POST, operator_templates
 from lpb_core.plugins import PluginSet, describe, load_plugins
 from lpb_core.rundir import RunDirectory
@@ -100,22 +101,21 @@ def split(suite_size: int, settings: BreedSettings) -> tuple[tuple[int, ...], tu
     return tuple(sorted(indices[n_test:])), tuple(sorted(indices[:n_test]))
 
 
-def open_model(prepared: Prepared) -> LanguageModel:
+def open_model(prepared: Prepared) -> ModelHandle:
     settings = prepared.settings
     for backend in (b for _, b in prepared.plugins.backends.items()):
         if backend.accepts(settings.model_name_or_path):
-            handle = backend.open(settings.model_name_or_path, settings)
-            return LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size)
+            return backend.open(settings.model_name_or_path, settings)
     known = ", ".join(prepared.plugins.backends.names()) or "none"
     raise InputError("command line", f"no model backend accepts {settings.model_name_or_path!r} (backends: {known})",
                      "--model-name-or-path")
 
 
-def make_config(prepared: Prepared, model: LanguageModel) -> dict:
+def make_config(prepared: Prepared, handle: ModelHandle) -> dict:
     return {
         "lpb_version": __version__,
         "settings": prepared.settings.to_dict(),
-        "model": model.handle.description,
+        "model": handle.description,
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,
@@ -141,27 +141,33 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
         check_resumable(run, settings)
     else:
         run = None
-    model = open_model(prepared)
+    handle = open_model(prepared)
     run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
-    config = make_config(prepared, model)
+    config = make_config(prepared, handle)
     if settings.continue_run_number is None:
         run.write_config(config)
-    return asyncio.run(_breed_and_close(prepared, run, model, config))
+    return asyncio.run(_breed_and_close(prepared, run, handle, config))
 
 
-async def _breed_and_close(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict) -> dict:
+async def _breed_and_close(prepared: Prepared, run: RunDirectory, handle: ModelHandle, config: dict) -> dict:
     """All model work of a run on one event loop: in-process models bind to the loop that first uses them."""
+    settings = prepared.settings
+    history = run.generations()
+    model = LanguageModel(
+        handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
+        cache=QueryCache(run.path / "cache.sqlite") if settings.cache else None,
+        budget=Budget(settings.max_llm_calls, settings.max_tokens),
+        usage=history[-1].usage if history else Usage())
     try:
-        return await _breed(prepared, run, model, config)
+        return await _breed(prepared, run, model, config, history)
     finally:
         await model.aclose()
 
 
-async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict) -> dict:
+async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict, history) -> dict:
     settings, manager = prepared.settings, prepared.plugins.manager
     for name, logger in prepared.loggers.items():
         manager.register(logger, name=f"logger:{name}")
-    history = run.generations()
     resume_from = history[-1] if history else None
     train, test = split(len(prepared.suite), settings)
     scorer = prepared.plugins.scorers.get(prepared.task.scorer_type)(**prepared.task.scorer_params)
@@ -171,25 +177,24 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, co
         strategy=prepared.plugins.selection_strategies.get(settings.selection_strategy),
         operators=prepared.operators, post_operators=prepared.post_operators, train_indices=train,
         hooks=manager.hook, write=run.write_generation,
-        wall_before=resume_from.wall_seconds if resume_from else 0.0,
-        usage_before=resume_from.usage if resume_from else Usage())
+        wall_before=resume_from.wall_seconds if resume_from else 0.0)
     manager.hook.lpb_run_started(event=RunStarted(
         run_dir=run.path, config=config, resumed_after=resume_from.generation if resume_from else None,
         total_generations=settings.evolution_generations, population_size=settings.population_size))
     started = time.perf_counter()
-    final = await breeder.breed(resume_from)
+    final, stopped_because = await breeder.breed(resume_from)
     history = run.generations()
 
     test_scores = {}
-    if test:
+    if test and stopped_because == "completed":  # a budget stop spends nothing more
         held_out = Minibatch("test", test)
         initial_best, final_best = best_unit(history[0].population), final.best()
         for label, unit in (("best_unit", final_best), ("initial_best_unit", initial_best)):
             scored = await fitness.evaluate(unit, held_out, model)
             test_scores[label] = scored.fitness
     summary = build_summary(settings, run, config, history, test_scores, len(train), len(test),
-                            usage=breeder.usage_before + model.usage,
-                            wall_seconds=breeder.wall_before + time.perf_counter() - started)
+                            usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
+                            stopped_because=stopped_because)
     run.write_summary(summary)
     manager.hook.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
     return summary

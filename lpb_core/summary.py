@@ -34,7 +34,8 @@ def operator_statistics(history: list[GenerationRecord]) -> dict:
 
 
 def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, history: list[GenerationRecord],
-                  test_scores: dict, n_train: int, n_test: int, usage: Usage, wall_seconds: float) -> dict:
+                  test_scores: dict, n_train: int, n_test: int, usage: Usage, wall_seconds: float,
+                  stopped_because: str) -> dict:
     final = history[-1]
     best = final.best()
     return {
@@ -44,7 +45,7 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
         "run_dir": str(run.path),
         "generations_completed": final.generation,
         "population_size": len(final.population),
-        "stopped_because": "completed",
+        "stopped_because": stopped_because,
         "best_unit": best.to_dict(),
         "best_train_fitness": best.fitness,
         "best_test_fitness": test_scores.get("best_unit"),

@@ -61,6 +61,7 @@ __all__ = [
     "format_chat",
     "chat_template_for",
     "default_n_threads",
+    "install_fast_token_set_eq",
     "GGUFTokenizer",
     "LlamaEngine",
 ]
@@ -875,13 +876,54 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
     return LlamaCppAdapter()
 
 
+_fast_token_sets_installed = False
+
+
+def install_fast_token_set_eq() -> None:
+    """Speed up LMQL's ``TokenSetConcrete.__eq__`` (same results, ~5x less CPU).
+
+    Profiling a constrained query shows ~60% of LMQL's per-token interpreter
+    time in this method: every comparison with "*" or "∅" runs
+    ``mask.sum()`` over the 49k-entry vocabulary mask, ~150 times per token,
+    and ``other == "∅"`` recurses into the other set first.  This replacement
+    counts with ``np.count_nonzero`` (popcount, no int64 accumulation) and
+    compares strings without recursion.  Process-wide, idempotent; installed
+    by :func:`load_model` unless ``fast_lmql_ops=False``.
+    """
+    global _fast_token_sets_installed
+    if _fast_token_sets_installed:
+        return
+    from lmql.ops.token_set import TokenSetConcrete
+
+    original = TokenSetConcrete.__eq__
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            if other == "∅":
+                return not self.mask.any()
+            if other == "*":
+                return bool(self.mask.all())
+        if type(other) is not TokenSetConcrete:
+            return original(self, other)  # keeps LMQL's assertion message
+        # same order of checks as the original (empty/full sets ignore tails)
+        if not other.mask.any():
+            return not self.mask.any()
+        if other.mask.all():
+            return bool(self.mask.all())
+        return bool(np.array_equal(self.mask, other.mask)) and self.tail == other.tail
+
+    __eq__.__wrapped__ = original
+    TokenSetConcrete.__eq__ = __eq__
+    _fast_token_sets_installed = True
+
+
 _models: Dict[tuple, Any] = {}
 _models_lock = threading.Lock()
 
 
 def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optional[int] = None,
                n_ctx: int = 2048, chat_template: Optional[str] = None, n_batch: int = 512,
-               seed: Optional[int] = None):
+               seed: Optional[int] = None, fast_lmql_ops: bool = True):
     """An ``lmql.LLM`` running the GGUF in-process with llama.cpp.
 
     Pass it as ``model=`` to any LMQL query function::
@@ -903,11 +945,16 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
       to the loop that made it.  Concurrent queries are serialised on that
       thread.  A long-lived loop is still the cheapest way to run many queries.
 
+    * ``fast_lmql_ops`` installs :func:`install_fast_token_set_eq` (a
+      result-identical, process-wide speed-up of LMQL's constraint evaluation).
+
     The returned object carries ``.engine`` (the :class:`LlamaEngine`),
     ``.tokenizer_dir`` and ``.format_chat(system, user)`` bound to its template.
     """
     import lmql
 
+    if fast_lmql_ops:
+        install_fast_token_set_eq()
     path = pathlib.Path(gguf_path) if gguf_path is not None else embedded_model_path()
     path = path.resolve()
     if not path.exists():

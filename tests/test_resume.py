@@ -20,10 +20,12 @@ def lpb_process(day_care, *extra):
 
 
 def comparable(path):
-    """A generation file without the timings, which differ between any two runs."""
+    """A generation file without timings, which differ between any two runs. Queries made before the kill are
+    served from the run's cache after it, so only calls and cache hits together are comparable."""
     data = json.loads(path.read_text())
     data.pop("wall_seconds")
-    data["usage"].pop("llm_seconds")
+    usage = data.pop("usage")
+    data["queries"] = usage["llm_calls"] + usage["cache_hits"]
     return data
 
 

@@ -1,0 +1,132 @@
+"""Fitness evaluation: honest splits, shared minibatches, the query cache and budgets."""
+
+import asyncio
+import json
+
+from lpb_core.cache import QueryCache
+from lpb_core.daycare import load_day_care
+from lpb_core.decoding import parse_decoder
+from lpb_core.llm import LanguageModel
+from lpb_core.plugins import load_plugins
+from lpb_core.run import breed, split
+from lpb_core.settings import BreedSettings
+from tests.conftest import QUICK_RUN
+
+
+def settings(day_care, **changes):
+    base = dict(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=4,
+                evolution_generations=2, fitness_batch_size=3, test_split=0.2, loggers=())
+    return BreedSettings(**{**base, **changes})
+
+
+def test_same_seed_same_split_and_minibatches(day_care):
+    assert split(10, settings(day_care)) == split(10, settings(day_care))
+    assert split(10, settings(day_care)) != split(10, settings(day_care, seed=1))
+    train, test = split(10, settings(day_care))
+    assert len(test) == 2 and not set(train) & set(test)
+
+    breed(settings(day_care))
+    breed(settings(day_care))
+    runs = [day_care / "sentiment" / f"RUN_{n}" for n in (0, 1)]
+    batches = [[json.loads(p.read_text())["minibatch"] for p in sorted(run.glob("generation_*.json"))]
+               for run in runs]
+    assert batches[0] == batches[1]
+    assert all(len(b) == 3 and not set(b) & set(test) for b in batches[0])
+    assert len({tuple(b) for b in batches[0]}) > 1  # a new minibatch each generation
+
+
+def test_contestants_are_scored_on_the_same_items(day_care):
+    breed(settings(day_care, evolution_generations=3))
+    run = day_care / "sentiment" / "RUN_0"
+    for n in (1, 2, 3):
+        record = json.loads((run / f"generation_00{n}.json").read_text())
+        units = {u["id"]: u for u in record["population"]}
+        previous = {u["id"]: u for u in json.loads((run / f"generation_00{n - 1}.json").read_text())["population"]}
+        for birth in record["births"]:
+            # The winner survives into this record: it was (re)scored on this generation's minibatch,
+            # and so was the child that replaced the loser.
+            assert units[birth["contest"]["winner"]]["scored_on"] == f"g{n}"
+            assert units[birth["child"]]["scored_on"] == f"g{n}"
+            assert previous[birth["contest"]["loser"]]["id"] == birth["contest"]["loser"]
+
+
+def test_summary_holds_training_and_held_out_fitness(day_care):
+    summary = breed(settings(day_care))
+    assert summary["train_items"] == 8 and summary["test_items"] == 2
+    for key in ("best_train_fitness", "best_test_fitness", "initial_best_test_fitness"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert [g["generation"] for g in summary["fitness_per_generation"]] == [0, 1, 2]
+
+
+def run_twice(day_care, tmp_path, decoder):
+    loaded = load_day_care(day_care)
+    template = loaded.breeder.templates["first_order_prompt_gen"]
+    args = {"mutation_prompt": "Shorter.", "task_prompt": "Is it positive?"}
+    plugins = load_plugins()
+
+    async def go():
+        handle = plugins.backends.get("random").open("random", settings(day_care))
+        model = LanguageModel(handle, cache=QueryCache(tmp_path / "cache.sqlite"))
+        first = await model.run(template, args, parse_decoder(decoder))
+        second = await model.run(template, args, parse_decoder(decoder))
+        await model.aclose()
+        return first, second, model.usage
+
+    return asyncio.run(go())
+
+
+def test_a_repeated_deterministic_query_makes_no_model_call(day_care, tmp_path):
+    first, second, usage = run_twice(day_care, tmp_path, "argmax")
+    assert first == second
+    assert usage.llm_calls == 1 and usage.cache_hits == 1
+
+
+def test_sampled_queries_are_never_served_from_the_cache(day_care, tmp_path):
+    _, _, usage = run_twice(day_care, tmp_path, "sample(temperature=0.8)")
+    assert usage.llm_calls == 2 and usage.cache_hits == 0
+
+
+def test_rerunning_a_generation_hits_the_cache(day_care):
+    """Resuming redoes the unfinished generation from the cache: an identical unit on the same items is free."""
+    first = breed(settings(day_care))
+    assert first["cache_hits"] > 0  # survivors rescored on the same minibatch, identical children, ...
+    run = day_care / "sentiment" / "RUN_0"
+    (run / "generation_002.json").unlink()
+    (run / "summary.json").unlink()
+    again = breed(settings(day_care, continue_run_number=0))
+    assert again["best_unit"] == first["best_unit"]
+    assert again["llm_calls"] < first["llm_calls"] + 2  # the mutation samples are new calls; the rest are hits
+    assert again["cache_hits"] > first["cache_hits"]
+
+
+def test_budget_stops_cleanly_and_a_larger_budget_resumes(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--evolution-generations", "4",
+                 "--max-llm-calls", "40")
+    assert result.exit_code == 0, result.output
+    assert "Stopped early" in result.output
+    run = day_care / "sentiment" / "RUN_0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_because"] == "budget: max_llm_calls (40) reached"
+    assert summary["llm_calls"] <= 40
+    stopped_at = summary["generations_completed"]
+    assert 0 <= stopped_at < 4
+    assert len(list(run.glob("generation_*.json"))) == stopped_at + 1
+
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--evolution-generations", "4",
+                 "--max-llm-calls", "1000", "--continue-run-number", "0")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_because"] == "completed" and summary["generations_completed"] == 4
+
+
+def test_token_budget(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--max-tokens", "800")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((day_care / "sentiment" / "RUN_0" / "summary.json").read_text())
+    assert summary["stopped_because"].startswith("budget: max_tokens")
+
+
+def test_a_budget_too_small_for_the_first_generation_is_a_clear_error(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--max-llm-calls", "3")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: the budget ran out before the initial population")
