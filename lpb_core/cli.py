@@ -99,6 +99,8 @@ def csv_names(ctx, param, value):
 @option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
 @option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
+@option("test_suite", type=click.Path(path_type=Path), default=None,
+        help="Held-out test items in their own file (instead of --test-split).")
 @option("max_llm_calls", type=click.IntRange(1), default=None, help="Stop after this many model calls (resumable).")
 @option("max_tokens", type=click.IntRange(1), default=None, help="Stop after this many prompt + completion tokens.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
@@ -113,7 +115,7 @@ def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, **options):
     from lpb_core.run import breed as run_breed
 
     settings = BreedSettings(
-        **{k: v for k, v in options.items() if v is not None or k in ("fitness_test_suite",)},
+        **{k: v for k, v in options.items() if v is not None},
         **({"day_care_dir": default_day_care()} if options.get("day_care_dir") is None else {}),
         test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin,
         loggers=("console", *logger),

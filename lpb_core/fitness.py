@@ -7,7 +7,7 @@ import attrs
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
 from lpb_core.errors import BreedError
 from lpb_core.llm import LanguageModel, run_all
-from lpb_core.units import Unit, Working
+from lpb_core.units import Unit, Usage, Working
 
 MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarckian mutation and context
 
@@ -49,7 +49,8 @@ class FitnessTest:
             return index, variant, result.variables
 
         outcomes = await run_all(answer(i, v) for v in self.variants for i in batch.indices)
-        scores, workings = {}, []
+        scores, workings, unreadable = {}, [], 0
+        can_read = getattr(self.scorer, "can_read", lambda answer: True)
         for variant in self.variants:
             answers, golds = [], []
             for index, v, variables in outcomes:
@@ -57,12 +58,14 @@ class FitnessTest:
                     continue
                 item, response = self.suite[index], str(variables[self.task.answer_variable])
                 answers.append(response)
+                unreadable += not can_read(response)
                 golds.append(item[self.task.gold_field])
                 if self.scorer.is_correct(response, item[self.task.gold_field]):
                     workings.append(Working(question=self.question_text(item),
                                             reasoning=str(variables.get(self.task.reasoning_variable, "")).strip(),
                                             answer=response.strip()))
             scores[variant] = round(float(self.scorer.score(answers, golds)), 6)
+        model.usage += Usage(unreadable_answers=unreadable)
         # With both variants, a unit is as fit as the mean of the two (documented in the README).
         fitness = round(sum(scores.values()) / len(scores), 6)
         # Workings with reasoning are the better teaching material, so they come first.

@@ -36,7 +36,8 @@ class Prepared:
     plugins: PluginSet
     day_care: DayCare
     task: Task
-    suite: tuple
+    suite: tuple  # training items, then the items of --test-suite if given
+    held_out: int  # how many items at the end of ``suite`` came from --test-suite
     operators: list
     post_operators: list
     disabled_operators: dict  # name -> why
@@ -53,10 +54,11 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
         task = attrs.evolve(task, decoder=override, fitness_decoder=override)
     suite_path = settings.fitness_test_suite or task.suite_path
     suite = load_suite(suite_path, task)
+    held_out = load_suite(settings.test_suite, task) if settings.test_suite else ()
 
     asked = list(settings.operators) if settings.operators else None
     names = asked or plugins.operators.names()
-    problems = cross_check(day_care, task, suite, suite_path, plugins, names)
+    problems = cross_check(day_care, task, suite + held_out, suite_path, plugins, names)
     initial = day_care.breeder.templates[INITIAL_TEMPLATE]
     for index, arg in enumerate(initial.args):
         if arg not in INITIAL_ARGS:
@@ -82,7 +84,8 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     raise_all(problems)
     loggers = {name: plugins.loggers.get(name, "command line", "--logger")(settings)
                for name in active_loggers(settings)}
-    return Prepared(settings, plugins, day_care, task, suite, operators, post, disabled, loggers)
+    return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), operators, post, disabled,
+                    loggers)
 
 
 def active_loggers(settings: BreedSettings) -> list[str]:
@@ -92,8 +95,10 @@ def active_loggers(settings: BreedSettings) -> list[str]:
     return names
 
 
-def split(suite_size: int, settings: BreedSettings) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Training and held-out test indices, fixed by the seed."""
+def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Training and held-out test indices: the --test-suite items, or a share of the suite fixed by the seed."""
+    if held_out:
+        return tuple(range(suite_size - held_out)), tuple(range(suite_size - held_out, suite_size))
     indices = list(range(suite_size))
     random.Random(f"{settings.seed}:split").shuffle(indices)
     n_test = int(round(settings.test_split * suite_size))
@@ -169,7 +174,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, co
     for name, logger in prepared.loggers.items():
         manager.register(logger, name=f"logger:{name}")
     resume_from = history[-1] if history else None
-    train, test = split(len(prepared.suite), settings)
+    train, test = split(len(prepared.suite), settings, prepared.held_out)
     scorer = prepared.plugins.scorers.get(prepared.task.scorer_type)(**prepared.task.scorer_params)
     fitness = FitnessTest(prepared.day_care, prepared.task, scorer, prepared.suite, settings.variants)
     breeder = Breeder(

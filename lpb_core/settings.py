@@ -44,6 +44,7 @@ class BreedSettings:
     loggers: tuple[str, ...] = attrs.field(default=("console",), converter=tuple)
     fitness_batch_size: int = 100  # the paper's; 0 means every training item
     test_split: float = 0.2
+    test_suite: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))  # replaces the split
     endpoints: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     n_threads: int | None = None
     max_llm_calls: int | None = None

@@ -80,6 +80,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_seconds: float = 0.0
+    unreadable_answers: int = 0  # fitness answers the scorer could not read (scored as wrong)
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other))))

@@ -74,6 +74,9 @@ class Accuracy(PerItemScorer):
     def label_of(self, answer: str) -> str | None:
         return find_label(answer, self.labels)
 
+    def can_read(self, answer: str) -> bool:
+        return self.label_of(answer) is not None
+
     def is_correct(self, answer: str, gold) -> bool:
         found = self.label_of(answer)
         return found is not None and _normalise(found) == _normalise(gold)
@@ -131,6 +134,9 @@ class Numeric(PerItemScorer):
             return float(found[-1].replace(",", ""))
         except ValueError:
             return None
+
+    def can_read(self, answer: str) -> bool:
+        return self.value_of(answer) is not None
 
     def is_correct(self, answer: str, gold) -> bool:
         got, want = self.value_of(answer), self.value_of(gold)

@@ -130,3 +130,28 @@ def test_a_budget_too_small_for_the_first_generation_is_a_clear_error(lpb, day_c
     result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--max-llm-calls", "3")
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("Error: the budget ran out before the initial population")
+
+
+def test_unreadable_answers_are_scored_wrong_and_counted(day_care):
+    breeder = day_care / "breeder.lmql"
+    breeder.write_text(breeder.read_text().replace('where ANSWER in ["positive", "negative"]',
+                                                   'where len(TOKENS(ANSWER)) < 3'))
+    summary = breed(settings(day_care, evolution_generations=1))
+    assert summary["unreadable_answers"] > 0
+    assert summary["best_train_fitness"] < 1.0
+
+
+def test_a_separate_test_suite_replaces_the_split(day_care, tmp_path):
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps([{"text": "Superb.", "gold_sentiment": "positive"},
+                                    {"text": "Awful.", "gold_sentiment": "negative"},
+                                    {"text": "Never again.", "gold_sentiment": "negative"}]))
+    summary = breed(settings(day_care, test_suite=held_out, evolution_generations=0))
+    assert summary["train_items"] == 10 and summary["test_items"] == 3
+    held_out.write_text(json.dumps([{"text": "Superb."}, {"text": "Awful."}]))
+    try:
+        breed(settings(day_care, test_suite=held_out))
+    except Exception as error:
+        assert "held_out.json: $[0].gold_sentiment" in str(error)
+    else:
+        raise AssertionError("a test item without its gold label was accepted")
