@@ -77,8 +77,7 @@ def raw_run(llm, prompt: str, eog, cap: int) -> int:
 
 
 async def lmql_run(model, prompt: str, with_constraint: bool) -> int:
-    engine = model.engine
-    engine.run_sync(lambda: setattr(engine.llm, "n_tokens", 0))  # cold KV cache, like raw
+    model.engine.clear_cache()  # cold KV cache, like raw
     tok = model.adapter.get_tokenizer().tokenizer_impl
     if with_constraint:
         x = await constrained(prompt, model=model)

@@ -94,6 +94,7 @@ def csv_names(ctx, param, value):
 @option("use_wandb", is_flag=True, help="Log to Weights & Biases (pip install 'llama-day-care[wandb]').")
 @option("wandb_project", help="Weights & Biases project.")
 @option("selection_strategy", help="Registered selection strategy (see lpb plugins).")
+@option("similarity_filter", help="Registered near-duplicate filter for the EDA operators.")
 @option("operators", default=None, callback=csv_names, help="Comma-separated operators to use (default: all).")
 @option("disable_plugin", "-p", multiple=True, help="Plugin name to leave out of this run (repeatable).")
 @option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")

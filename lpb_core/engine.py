@@ -31,6 +31,7 @@ class Breeder:
     strategy: object  # a registered selection strategy
     operators: list  # enabled operators of stage "mutate", in a fixed order
     post_operators: list  # enabled operators of stage "post", applied to every child in order
+    similarity_filter: object  # a registered similarity filter, for the EDA operators
     train_indices: tuple[int, ...]
     hooks: object  # the run's plugin manager hook relay, for events
     write: Callable[[GenerationRecord], object]  # persists a finished generation
@@ -130,7 +131,8 @@ class Breeder:
             parent=parent, population=population, generation=generation, elite_prompts=previous.elite_prompts,
             day_care=self.fitness.day_care, task=self.fitness.task, rng=rng,
             num_eda_samples=self.settings.num_eda_samples,
-            num_lamarckian_reasonings=self.settings.num_lamarckian_reasonings, model=self.model)
+            num_lamarckian_reasonings=self.settings.num_lamarckian_reasonings, model=self.model,
+            similarity_filter=self.similarity_filter)
 
     async def initial_candidate(self, unit_id: str, mutation_prompt: str, thinking_style: str,
                                 candidate: int) -> Unit:

@@ -66,6 +66,16 @@ def lpb_register_model_backends(register):
 
 
 @hookspec
+def lpb_register_similarity_filters(register):
+    """Add near-duplicate filters for the EDA operators: ``register(similarity_filter)``.
+
+    A filter has a unique ``name`` (chosen with ``--similarity-filter``) and
+    ``distinct(prompts) -> list[str]``, which keeps the order and drops prompts too similar to an
+    earlier one (the paper used BERT embeddings with a cosine threshold of 0.95).
+    """
+
+
+@hookspec
 def lpb_run_started(event):
     """A breed began or resumed: ``event`` is a ``RunStarted``."""
 

@@ -47,6 +47,11 @@ class MutationContext:
     num_eda_samples: int
     num_lamarckian_reasonings: int
     model: LanguageModel = attrs.field(repr=False)
+    similarity_filter: object = None  # the run's registered similarity filter (--similarity-filter)
+
+    def distinct(self, prompts: list[str]) -> list[str]:
+        """``prompts`` without near-duplicates, in order, by the run's similarity filter."""
+        return self.similarity_filter.distinct(prompts) if self.similarity_filter else list(dict.fromkeys(prompts))
 
     @property
     def prompt_fields(self) -> tuple[str, ...]:

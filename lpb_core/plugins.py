@@ -69,6 +69,7 @@ class PluginSet:
     selection_strategies: Registry
     loggers: Registry
     backends: Registry
+    similarity_filters: Registry
 
     def registries(self) -> dict[str, Registry]:
         return {
@@ -77,6 +78,7 @@ class PluginSet:
             "selection_strategies": self.selection_strategies,
             "loggers": self.loggers,
             "model_backends": self.backends,
+            "similarity_filters": self.similarity_filters,
         }
 
 
@@ -86,6 +88,7 @@ _REGISTRATION_HOOKS = {
     "selection_strategies": ("lpb_register_selection_strategies", "selection strategy"),
     "loggers": ("lpb_register_loggers", "logger"),
     "backends": ("lpb_register_model_backends", "model backend"),
+    "similarity_filters": ("lpb_register_similarity_filters", "similarity filter"),
 }
 
 

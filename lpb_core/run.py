@@ -81,6 +81,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
         problems.append(InputError(day_care.breeder.path, "no mutation operator can run: none of "
                                    f"{', '.join(names)} has a template here", "--operators"))
     plugins.selection_strategies.get(settings.selection_strategy, "command line", "--selection-strategy")
+    plugins.similarity_filters.get(settings.similarity_filter, "command line", "--similarity-filter")
     raise_all(problems)
     loggers = {name: plugins.loggers.get(name, "command line", "--logger")(settings)
                for name in active_loggers(settings)}
@@ -180,7 +181,8 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, co
     breeder = Breeder(
         settings=settings, fitness=fitness, model=model,
         strategy=prepared.plugins.selection_strategies.get(settings.selection_strategy),
-        operators=prepared.operators, post_operators=prepared.post_operators, train_indices=train,
+        operators=prepared.operators, post_operators=prepared.post_operators,
+        similarity_filter=prepared.plugins.similarity_filters.get(settings.similarity_filter), train_indices=train,
         hooks=manager.hook, write=run.write_generation,
         wall_before=resume_from.wall_seconds if resume_from else 0.0)
     manager.hook.lpb_run_started(event=RunStarted(

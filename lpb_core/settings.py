@@ -39,6 +39,7 @@ class BreedSettings:
     wandb_project: str = "llama-day-care"
     # Beyond the seed's table:
     selection_strategy: str = "binary_tournament"
+    similarity_filter: str = "trigram_cosine"
     operators: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
     disabled_plugins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     loggers: tuple[str, ...] = attrs.field(default=("console",), converter=tuple)

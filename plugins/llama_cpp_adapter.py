@@ -434,25 +434,37 @@ def format_chat(system: Optional[str], user: str, *, gguf_path: os.PathLike | st
 # --------------------------------------------------------------------------
 
 class _Job:
-    """One generate/score request, produced by the worker thread."""
+    """One request, executed by the worker thread.
 
-    __slots__ = ("kind", "args", "loop", "queue", "cancelled", "produced")
+    Results go to ``sink(item) -> bool`` (False: consumer gone).  For async
+    callers the sink forwards to an ``asyncio.Queue`` of the caller's loop.
+    """
 
-    def __init__(self, kind, args, loop):
+    __slots__ = ("kind", "args", "sink", "queue", "cancelled", "produced")
+
+    def __init__(self, kind, args, sink=None):
         self.kind = kind
         self.args = args
-        self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self.produced = 0
+        self.queue: Optional[asyncio.Queue] = None
+        if sink is None:
+            loop = asyncio.get_running_loop()
+            self.queue = asyncio.Queue()
+
+            def sink(item, _put=self.queue.put_nowait):
+                try:
+                    loop.call_soon_threadsafe(_put, item)
+                    return True
+                except RuntimeError:  # the consumer's event loop is closed
+                    return False
+        self.sink = sink
 
     def emit(self, item) -> bool:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        if self.sink(item):
             return True
-        except RuntimeError:  # the consumer's event loop is closed
-            self.cancelled.set()
-            return False
+        self.cancelled.set()
+        return False
 
 
 _END = object()
@@ -666,7 +678,7 @@ class LlamaEngine:
 
     # ---------------- async API (any event loop) ----------------------------
     def _submit(self, kind, **args) -> _Job:
-        job = _Job(kind, args, asyncio.get_running_loop())
+        job = _Job(kind, args)
         self._jobs.put(job)
         return job
 
@@ -704,26 +716,29 @@ class LlamaEngine:
         """Run ``fn()`` on the engine thread (exclusive access to ``self.llm``)."""
         return await self._single("call", fn=fn)
 
+    def clear_cache(self) -> None:
+        """Forget the KV-cache prefix (next request re-evaluates its whole prompt)."""
+        def clear():
+            self.llm.n_tokens = 0
+            self._tail_logits = None
+        self.run_sync(clear)
+
     def run_sync(self, fn):
         """Blocking variant of :meth:`run` for code outside an event loop."""
         done = threading.Event()
-        box = {}
+        box = []
 
-        class _SyncJob(_Job):
-            def emit(self_inner, item):
-                if item is not _END and "v" not in box:
-                    box["v"] = item
-                    done.set()
-                return True
+        def sink(item):
+            if item is not _END and not box:
+                box.append(item)
+                done.set()
+            return True
 
-        job = _SyncJob.__new__(_SyncJob)
-        job.kind, job.args, job.loop, job.queue = "call", {"fn": fn}, None, None
-        job.cancelled, job.produced = threading.Event(), 0
-        self._jobs.put(job)
+        self._jobs.put(_Job("call", {"fn": fn}, sink=sink))
         done.wait()
-        if isinstance(box["v"], BaseException):
-            raise box["v"]
-        return box["v"]
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
 
 
 # --------------------------------------------------------------------------

@@ -6,9 +6,6 @@ the child's prompts (TASK_PROMPT -> task_prompt) or its new mutation prompt (MUT
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-
 from lpb_core.hookspecs import hookimpl
 from lpb_core.operators import MUTATE, POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
 
@@ -35,28 +32,6 @@ class FirstOrderPromptGen:
         return Mutation(prompts=ctx.prompts_from(await ctx.query(self.name)))
 
 
-def _ngrams(text: str, n: int = 3) -> Counter:
-    text = " ".join(text.lower().split())
-    return Counter(text[i:i + n] for i in range(max(1, len(text) - n + 1)))
-
-
-def ngram_cosine(a: str, b: str) -> float:
-    """Cosine similarity of character trigram counts: cheap, offline, and catches reworded copies."""
-    x, y = _ngrams(a), _ngrams(b)
-    dot = sum(count * y[gram] for gram, count in x.items())
-    norm = math.sqrt(sum(v * v for v in x.values())) * math.sqrt(sum(v * v for v in y.values()))
-    return dot / norm if norm else 0.0
-
-
-def distinct(prompts: list[str], threshold: float = 0.95) -> list[str]:
-    """Drop prompts nearly identical to an earlier one (the paper filtered at cosine 0.95 on BERT embeddings)."""
-    kept: list[str] = []
-    for prompt in prompts:
-        if all(ngram_cosine(prompt, other) < threshold for other in kept):
-            kept.append(prompt)
-    return kept
-
-
 class EdaMutation:
     """A new prompt continuing a list of the population's current task prompts (deduplicated, shuffled)."""
 
@@ -66,7 +41,7 @@ class EdaMutation:
 
     async def mutate(self, ctx: MutationContext) -> Mutation:
         field = ctx.prompt_fields[0]
-        prompts = distinct([u.prompts[field] for u in ctx.population])
+        prompts = ctx.distinct([u.prompts[field] for u in ctx.population])
         ctx.rng.shuffle(prompts)
         return Mutation(prompts=ctx.prompts_from(
             await ctx.query(self.name, task_prompts=prompts[:ctx.num_eda_samples])))
@@ -81,7 +56,7 @@ class EdaRankIndexMutation:
 
     async def mutate(self, ctx: MutationContext) -> Mutation:
         field = ctx.prompt_fields[0]
-        ranked = distinct([u.prompts[field] for u in ctx.ranked_population()])[:ctx.num_eda_samples]
+        ranked = ctx.distinct([u.prompts[field] for u in ctx.ranked_population()])[:ctx.num_eda_samples]
         return Mutation(prompts=ctx.prompts_from(await ctx.query(self.name, task_prompts=list(reversed(ranked)))))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from lpb_core.daycare import load_day_care
 from lpb_core.engine import apply
+from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import LanguageModel
 from lpb_core.operators import Mutation, MutationContext, OperatorSkipped
 from lpb_core.plugins import load_plugins
@@ -156,3 +157,40 @@ def test_context_changes_over_generations(day_care):
     assert not any(any(c) for c in contexts[0])  # nobody starts with a context
     assert any(any(c) for c in contexts[-1])
     assert len({tuple(c) for c in contexts}) > 2
+
+
+def test_similarity_filters_drop_near_duplicates_in_order():
+    from lpb_plugins.similarity import ExactDuplicateFilter, TrigramCosineFilter
+
+    prompts = ["Classify the sentiment.", "classify  the sentiment.", "Classify the sentiment!", "Is it good?"]
+    assert TrigramCosineFilter().distinct(prompts) == ["Classify the sentiment.", "Is it good?"]
+    assert ExactDuplicateFilter().distinct(prompts) == ["Classify the sentiment.", "Classify the sentiment!",
+                                                        "Is it good?"]
+
+
+class KeepFirstTwo:
+    name = "first_two"
+
+    def distinct(self, prompts):
+        return prompts[:2]
+
+
+class FilterPlugin:
+    @hookimpl
+    def lpb_register_similarity_filters(self, register):
+        register(KeepFirstTwo())
+
+
+def test_eda_uses_the_similarity_filter_chosen_by_name(day_care, monkeypatch):
+    seen = {}
+    original = LanguageModel.run
+
+    async def spy(self, template, args, decoder):
+        seen.update(args)
+        return await original(self, template, args, decoder)
+
+    monkeypatch.setattr(LanguageModel, "run", spy)
+    breed(BreedSettings(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=4,
+                        evolution_generations=1, fitness_batch_size=4, loggers=(), operators=("eda_mutation",),
+                        similarity_filter="first_two"), extra_plugins=[FilterPlugin()])
+    assert len(seen["task_prompts"]) == 2
