@@ -100,6 +100,8 @@ def csv_names(ctx, param, value):
 @option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
 @option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
+@option("n_threads", type=click.IntRange(1), default=None, show_default="cores - 1, at least 1",
+        help="llama.cpp threads for local GGUF models.")
 @option("test_suite", type=click.Path(path_type=Path), default=None,
         help="Held-out test items in their own file (instead of --test-split).")
 @option("max_llm_calls", type=click.IntRange(1), default=None, help="Stop after this many model calls (resumable).")

