@@ -138,14 +138,18 @@ class Breeder:
                                 candidate: int) -> Unit:
         """The paper's initialisation: mutation prompt + thinking style + problem description -> task prompt."""
         day_care, task = self.fitness.day_care, self.fitness.task
-        variables = (await self.model.run(
-            day_care.breeder.templates[INITIAL_TEMPLATE],
-            {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
-             "task_description": task.description, "candidate": candidate},
-            task.decoder)).variables
-        # A blank generation would breed nothing; the task description is a sane starting prompt instead.
-        prompts = {f: clean_prompt(str(variables.get(f.upper(), ""))) or task.description
-                   for f in day_care.breeder.prompt_fields}
+        prompts = {}
+        for attempt in range(3):  # a small model sometimes writes nothing; a new sample usually does better
+            variables = (await self.model.run(
+                day_care.breeder.templates[INITIAL_TEMPLATE],
+                {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
+                 "task_description": task.description, "candidate": candidate, "attempt": attempt},
+                task.decoder)).variables
+            prompts = {f: clean_prompt(str(variables.get(f.upper(), ""))) for f in day_care.breeder.prompt_fields}
+            if all(prompts.values()):
+                break
+        # Still blank: the task description is a sane starting prompt, and breeding moves on from it.
+        prompts = {f: text or task.description for f, text in prompts.items()}
         return Unit(id=unit_id, prompts=prompts, mutation_prompt=mutation_prompt, thinking_style=thinking_style)
 
     async def evaluate_all(self, units: list[Unit], batch: Minibatch, generation: int) -> list[Unit]:

@@ -25,7 +25,7 @@ from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
 from lpb_core.units import Usage, best_unit
 
-INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate"})
+INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate", "attempt"})
 
 
 @attrs.frozen

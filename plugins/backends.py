@@ -83,6 +83,15 @@ class LlamaCppBackend:
         from lpb_plugins import llama_cpp_adapter
 
         path = self.gguf_path(model_name)
+        if settings.endpoints:  # remote LMTP servers (lpb serve): tokenizer here, weights there
+            from lpb_plugins.lmtp_serving import remote_model
+
+            try:
+                models = tuple(remote_model(e, path) for e in settings.endpoints)
+            except (RuntimeError, ValueError) as exc:  # missing embedded model, endpoint not host:port
+                raise InputError("command line", str(exc), "--endpoint") from None
+            return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
+                               models=models, count_tokens=_counter(models[0]))
         try:
             model = llama_cpp_adapter.load_model(path, n_threads=settings.n_threads, seed=settings.seed)
         except RuntimeError as exc:  # the embedded model's package is missing
