@@ -12,24 +12,26 @@ from lpb_core.operators import MUTATE, POST, Mutation, MutationContext, Operator
 APPLY_TEMPLATE = "first_order_prompt_gen"  # how a (new) mutation prompt turns into task prompts
 
 
-class ZeroOrderPromptGen:
+class DirectMutation:
+    """Runs its own template with the base arguments only; the template's prompt variables make the child."""
+
+    name: str
+    stage = MUTATE
+
+    async def mutate(self, ctx: MutationContext) -> Mutation:
+        return Mutation(prompts=ctx.prompts_from(await ctx.query(self.name)))
+
+
+class ZeroOrderPromptGen(DirectMutation):
     """A new task prompt from the problem description alone (the paper's 'list of hints', first taken)."""
 
     name = "zero_order_prompt_gen"
-    stage = MUTATE
-
-    async def mutate(self, ctx: MutationContext) -> Mutation:
-        return Mutation(prompts=ctx.prompts_from(await ctx.query(self.name)))
 
 
-class FirstOrderPromptGen:
+class FirstOrderPromptGen(DirectMutation):
     """The unit's mutation prompt applied to its task prompt."""
 
     name = "first_order_prompt_gen"
-    stage = MUTATE
-
-    async def mutate(self, ctx: MutationContext) -> Mutation:
-        return Mutation(prompts=ctx.prompts_from(await ctx.query(self.name)))
 
 
 class EdaMutation:

@@ -22,6 +22,20 @@ MUTATING = ["zero_order_prompt_gen", "first_order_prompt_gen", "eda_mutation", "
 WORKING = Working(question="text: Loved it.", reasoning="The writer loved it.", answer="positive")
 
 
+@pytest.fixture
+def seen(monkeypatch):
+    """The arguments of the last model query made, updated as queries run."""
+    last = {}
+    original = LanguageModel.run
+
+    async def spy(self, template, args, decoder):
+        last.update(args)
+        return await original(self, template, args, decoder)
+
+    monkeypatch.setattr(LanguageModel, "run", spy)
+    return last
+
+
 def population():
     return tuple(
         Unit(id=f"u{i}", prompts={"task_prompt": prompt}, mutation_prompt=f"Rewrite it, variant {i}.",
@@ -75,28 +89,12 @@ def test_lamarckian_needs_a_correct_working(day_care):
         run_operator(day_care, "lamarckian_mutation", parent_index=1)
 
 
-def test_lamarckian_prompt_is_written_from_the_working(day_care, monkeypatch):
-    seen = {}
-    original = LanguageModel.run
-
-    async def spy(self, template, args, decoder):
-        seen.update(args)
-        return await original(self, template, args, decoder)
-
-    monkeypatch.setattr(LanguageModel, "run", spy)
+def test_lamarckian_prompt_is_written_from_the_working(day_care, seen):
     run_operator(day_care, "lamarckian_mutation", parent_index=0)
     assert seen["workings"] == ["text: Loved it.\nThe writer loved it.\nAnswer: positive"]
 
 
-def test_eda_rank_index_lists_ascending_fitness(day_care, monkeypatch):
-    seen = {}
-    original = LanguageModel.run
-
-    async def spy(self, template, args, decoder):
-        seen.update(args)
-        return await original(self, template, args, decoder)
-
-    monkeypatch.setattr(LanguageModel, "run", spy)
+def test_eda_rank_index_lists_ascending_fitness(day_care, seen):
     run_operator(day_care, "eda_rank_index_mutation")
     # best three of four, worst first; the near-duplicate "Classify the sentiment!" is filtered out
     assert seen["task_prompts"] == ["Classify the sentiment.", "What does the writer feel?",
@@ -181,15 +179,7 @@ class FilterPlugin:
         register(KeepFirstTwo())
 
 
-def test_eda_uses_the_similarity_filter_chosen_by_name(day_care, monkeypatch):
-    seen = {}
-    original = LanguageModel.run
-
-    async def spy(self, template, args, decoder):
-        seen.update(args)
-        return await original(self, template, args, decoder)
-
-    monkeypatch.setattr(LanguageModel, "run", spy)
+def test_eda_uses_the_similarity_filter_chosen_by_name(day_care, seen):
     breed(BreedSettings(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=4,
                         evolution_generations=1, fitness_batch_size=4, loggers=(), operators=("eda_mutation",),
                         similarity_filter="first_two"), extra_plugins=[FilterPlugin()])

@@ -1,0 +1,78 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct through llama.cpp)."""
+
+import asyncio
+import json
+import shutil
+
+import jsonschema
+import pytest
+
+from lpb_core.daycare import load_day_care, load_suite
+from lpb_core.files import schema
+from lpb_core.fitness import FitnessTest, Minibatch
+from lpb_core.llm import LanguageModel
+from lpb_core.plugins import load_plugins
+from lpb_core.run import breed
+from lpb_core.settings import BreedSettings
+from lpb_core.units import Unit
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.embedded
+
+ALL_MUTATING = ["zero_order_prompt_gen", "first_order_prompt_gen", "eda_mutation", "eda_rank_index_mutation",
+                "lineage_mutation", "zero_order_hypermutation", "first_order_hypermutation", "lamarckian_mutation"]
+
+
+@pytest.fixture
+def built_in(tmp_path):
+    target = tmp_path / "day_care"
+    shutil.copytree(REPO / "day_care", target, ignore=shutil.ignore_patterns("RUN_*", "DEBUG", "__pycache__"))
+    return target
+
+
+def test_a_small_breed_on_the_embedded_model(built_in):
+    summary = breed(BreedSettings(task="sentiment", day_care_dir=built_in, population_size=4, evolution_generations=1,
+                                  fitness_batch_size=6, test_split=0.05, loggers=()))
+    jsonschema.validate(summary, schema("summary"))
+    assert summary["model"].startswith("smollm2 (SmolLM2-135M-Instruct.Q4_1.gguf, llama.cpp")
+    assert summary["generations_completed"] == 1 and summary["stopped_because"] == "completed"
+    assert 0.0 <= summary["best_train_fitness"] <= 1.0 and 0.0 <= summary["best_test_fitness"] <= 1.0
+    assert summary["completion_tokens"] > 0 and summary["llm_seconds"] > 0
+    record = json.loads((built_in / "sentiment" / "RUN_0" / "generation_001.json").read_text())
+    assert all(u["prompts"]["task_prompt"].strip() for u in record["population"])
+    assert len(record["births"]) == 2
+
+
+def test_debug_mode_runs_every_operator_on_the_embedded_model(built_in):
+    summary = breed(BreedSettings(task="sentiment", day_care_dir=built_in, population_size=16, evolution_generations=1,
+                                  fitness_batch_size=4, test_split=0.0, debug_mode=True, loggers=()))
+    record = json.loads((built_in / "sentiment" / "DEBUG" / "generation_001.json").read_text())
+    used = [b["operator"] for b in record["births"]]
+    # Lamarckian mutation hands over to another operator when the parent has no correct working yet.
+    assert set(ALL_MUTATING) - {"lamarckian_mutation"} <= set(used)
+    assert {p for b in record["births"] for p in b["post_operators"]} <= {"prompt_crossover", "context_shuffling"}
+    assert summary["generations_completed"] == 1
+
+
+def score(task_name, prompts, items=20):
+    day_care = load_day_care(REPO / "day_care").for_task(task_name)
+    task = day_care.task(task_name)
+    plugins = load_plugins()
+    scorer = plugins.scorers.get(task.scorer_type)(**task.scorer_params)
+    test = FitnessTest(day_care, task, scorer, load_suite(task.suite_path, task), ("no_cot",))
+
+    async def go():
+        handle = plugins.backends.get("llama.cpp").open("smollm2", BreedSettings(task=task_name, day_care_dir="."))
+        model = LanguageModel(handle)
+        return [(await test.evaluate(Unit(id="x", prompts={"task_prompt": p}, mutation_prompt="-"),
+                                     Minibatch("b", tuple(range(items))), model)).fitness for p in prompts]
+
+    return asyncio.run(go())
+
+
+def test_the_instruction_matters_on_the_example_task():
+    """The room breeding must find: on the same items, one instruction scores far better than another."""
+    good, poor = score("sentiment", ["What is the sentiment of this review?",
+                                     "Tell me how the writer feels, then say positive or negative."])
+    assert good - poor >= 0.3, (good, poor)
+    assert 0.0 < poor < good <= 1.0
