@@ -106,6 +106,8 @@ def csv_names(ctx, param, value):
         help="Held-out test items in their own file (instead of --test-split).")
 @option("max_llm_calls", type=click.IntRange(1), default=None, help="Stop after this many model calls (resumable).")
 @option("max_tokens", type=click.IntRange(1), default=None, help="Stop after this many prompt + completion tokens.")
+@option("max_cost", type=click.FloatRange(0, min_open=True), default=None,
+        help="Stop once the estimated spend reaches this many US dollars (hosted models with known prices).")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Reuse results of deterministic queries, kept in the run directory.")
 def breed(**options):

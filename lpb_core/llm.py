@@ -34,12 +34,21 @@ class BudgetExhausted(Exception):
 class Budget:
     max_llm_calls: int | None = None
     max_tokens: int | None = None
+    max_cost: float | None = None  # USD, for models whose handle knows its prices
+    prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens
+
+    def cost(self, usage: Usage) -> float | None:
+        if self.prices is None:
+            return None
+        return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
 
     def check(self, usage: Usage) -> None:
         if self.max_llm_calls is not None and usage.llm_calls >= self.max_llm_calls:
             raise BudgetExhausted(f"max_llm_calls ({self.max_llm_calls}) reached")
         if self.max_tokens is not None and usage.prompt_tokens + usage.completion_tokens >= self.max_tokens:
             raise BudgetExhausted(f"max_tokens ({self.max_tokens}) reached")
+        if self.max_cost is not None and self.cost(usage) >= self.max_cost:
+            raise BudgetExhausted(f"max_cost (${self.max_cost:g}) reached")
 
 
 async def run_all(coroutines) -> list:
@@ -62,6 +71,7 @@ class ModelHandle:
     count_tokens: Callable[[str], int]
     close: Callable[[], object] = lambda: None  # may return an awaitable; called once, inside the run's loop
     query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
+    prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
 
 
 @attrs.frozen

@@ -148,6 +148,9 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
     else:
         run = None
     handle = open_model(prepared)
+    if settings.max_cost is not None and handle.prices is None:
+        raise InputError("command line", f"no known prices for {handle.description}, so a cost cannot be capped; "
+                         "use --max-tokens or --max-llm-calls", "--max-cost")
     run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
     config = make_config(prepared, handle)
     if settings.continue_run_number is None:
@@ -162,7 +165,7 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, handle: ModelH
     model = LanguageModel(
         handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
         cache=QueryCache(run.path / "cache.sqlite") if settings.cache else None,
-        budget=Budget(settings.max_llm_calls, settings.max_tokens),
+        budget=Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost, handle.prices),
         usage=history[-1].usage if history else Usage())
     try:
         return await _breed(prepared, run, model, config, history)
@@ -201,7 +204,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, co
             test_scores[label] = scored.fitness
     summary = build_summary(settings, run, config, history, test_scores, len(train), len(test),
                             usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
-                            stopped_because=stopped_because)
+                            stopped_because=stopped_because, cost=model.budget.cost(model.usage))
     run.write_summary(summary)
     manager.hook.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
     return summary

@@ -9,7 +9,7 @@ import attrs
 # Settings that may differ when a run is resumed: they change neither which calls are made nor their results.
 RESUMABLE_CHANGES = frozenset({
     "evolution_generations", "verbose", "use_wandb", "wandb_project", "continue_run_number", "loggers",
-    "is_async", "client_batch_size", "server_batch_size", "endpoints", "max_llm_calls", "max_tokens", "n_threads",
+    "is_async", "client_batch_size", "server_batch_size", "endpoints", "max_llm_calls", "max_tokens", "max_cost", "n_threads",
 })
 
 
@@ -50,6 +50,7 @@ class BreedSettings:
     n_threads: int | None = None
     max_llm_calls: int | None = None
     max_tokens: int | None = None
+    max_cost: float | None = None  # USD, hosted models with known prices
     cache: bool = True  # reuse results of deterministic queries (SQLite in the run directory)
 
     @property

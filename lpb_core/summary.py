@@ -35,7 +35,7 @@ def operator_statistics(history: list[GenerationRecord]) -> dict:
 
 def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, history: list[GenerationRecord],
                   test_scores: dict, n_train: int, n_test: int, usage: Usage, wall_seconds: float,
-                  stopped_because: str) -> dict:
+                  stopped_because: str, cost: float | None = None) -> dict:
     final = history[-1]
     best = final.best()
     return {
@@ -59,5 +59,6 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
         ],
         "operator_statistics": operator_statistics(history),
         **usage.to_dict(),
+        "cost_usd": None if cost is None else round(cost, 6),
         "wall_seconds": round(wall_seconds, 3),
     }

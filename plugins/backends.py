@@ -38,6 +38,20 @@ class RandomBackend:
                            close=close)
 
 
+# USD per million prompt / completion tokens, from OpenAI's price list when this was written; a model
+# missing here runs, but --max-cost cannot cap it.
+OPENAI_PRICES = {
+    "gpt-3.5-turbo-instruct": (1.50, 2.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "gpt-4": (30.00, 60.00),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "davinci-002": (2.00, 2.00),
+    "babbage-002": (0.40, 0.40),
+}
+
+
 class OpenAIBackend:
     """OpenAI models through LMQL's own backend, named as LMQL names them: ``openai/gpt-3.5-turbo-instruct``.
 
@@ -54,7 +68,8 @@ class OpenAIBackend:
             raise InputError("environment", f"{model_name} needs an OpenAI key: set OPENAI_API_KEY",
                              "OPENAI_API_KEY")
         model = lmql.model(model_name)
-        return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model))
+        return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model),
+                           prices=OPENAI_PRICES.get(model_name.removeprefix("openai/")))
 
 
 class LlamaCppBackend:

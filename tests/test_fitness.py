@@ -155,3 +155,43 @@ def test_a_separate_test_suite_replaces_the_split(day_care, tmp_path):
         assert "held_out.json: $[0].gold_sentiment" in str(error)
     else:
         raise AssertionError("a test item without its gold label was accepted")
+
+
+def test_cost_budget_uses_the_model_prices():
+    from lpb_core.llm import Budget, BudgetExhausted
+    from lpb_core.units import Usage
+
+    budget = Budget(max_cost=0.01, prices=(1.5, 2.0))
+    assert budget.cost(Usage(prompt_tokens=2000, completion_tokens=1000)) == 0.005
+    budget.check(Usage(prompt_tokens=2000, completion_tokens=1000))
+    try:
+        budget.check(Usage(prompt_tokens=6000, completion_tokens=1000))
+    except BudgetExhausted as stop:
+        assert stop.reason == "max_cost ($0.01) reached"
+    else:
+        raise AssertionError("the cost budget did not stop the run")
+
+
+def test_cost_budget_needs_known_prices(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--max-cost", "1")
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: command line: --max-cost: no known prices for random (seed 0), so a cost "
+                                     "cannot be capped; use --max-tokens or --max-llm-calls")
+    assert not list((day_care / "sentiment").glob("RUN_*"))
+
+
+def test_openai_backend_knows_prices_and_needs_a_key(monkeypatch):
+    from lpb_core.errors import InputError
+    from lpb_plugins.backends import OPENAI_PRICES, OpenAIBackend
+
+    backend = OpenAIBackend()
+    assert backend.accepts("openai/gpt-3.5-turbo-instruct") and not backend.accepts("smollm2")
+    assert OPENAI_PRICES["gpt-3.5-turbo-instruct"] == (1.50, 2.00)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir("/")
+    try:
+        backend.open("openai/gpt-3.5-turbo-instruct", None)
+    except InputError as error:
+        assert "OPENAI_API_KEY" in str(error)
+    else:
+        raise AssertionError("opened an OpenAI model without a key")
