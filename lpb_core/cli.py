@@ -102,6 +102,8 @@ def csv_names(ctx, param, value):
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
 @option("n_threads", type=click.IntRange(1), default=None, show_default="cores - 1, at least 1",
         help="llama.cpp threads for local GGUF models.")
+@option("endpoint", multiple=True,
+        help="host:port of an `lpb serve` model server (repeatable; queries are spread over them).")
 @option("test_suite", type=click.Path(path_type=Path), default=None,
         help="Held-out test items in their own file (instead of --test-split).")
 @option("max_llm_calls", type=click.IntRange(1), default=None, help="Stop after this many model calls (resumable).")
@@ -116,13 +118,13 @@ def breed(**options):
 
 
 @report_errors
-def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, **options):
+def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, endpoint, **options):
     from lpb_core.run import breed as run_breed
 
     settings = BreedSettings(
         **{k: v for k, v in options.items() if v is not None},
         **({"day_care_dir": default_day_care()} if options.get("day_care_dir") is None else {}),
-        test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin,
+        test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin, endpoints=endpoint,
         loggers=("console", *logger),
     )
     summary = run_breed(settings)
@@ -161,6 +163,8 @@ def _plugins(as_json, disable_plugin):
         click.echo(f"{row['name']} ({row['distribution'] or 'not from a distribution'} {row['version'] or ''})".rstrip())
         for kind, names in row["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+        if not row["registers"]:
+            click.echo(f"  hooks: {', '.join(row['hooks'])}")
 
 
 @cli.command()
@@ -202,4 +206,12 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
 
 
 def main():
+    # Plugins may add subcommands (like `lpb serve`); a plugin set that cannot load must not hide the
+    # built-in commands, so `lpb plugins` and `lpb validate` can still say what is wrong.
+    from lpb_core.plugins import get_plugin_manager
+
+    try:
+        get_plugin_manager().hook.lpb_register_commands(cli=cli)
+    except Exception as exc:  # reported again, with exit code 2, by the command that needs plugins
+        click.echo(f"Warning: plugin commands unavailable: {exc}", err=True)
     cli(prog_name="lpb")

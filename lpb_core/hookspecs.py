@@ -76,6 +76,11 @@ def lpb_register_similarity_filters(register):
 
 
 @hookspec
+def lpb_register_commands(cli):
+    """Add subcommands to the ``lpb`` command line: ``cli`` is its click group (``@cli.command()``)."""
+
+
+@hookspec
 def lpb_run_started(event):
     """A breed began or resumed: ``event`` is a ``RunStarted``."""
 

@@ -22,8 +22,9 @@ Server side
     :func:`serve` (blocking) runs LMQL's own LMTP websocket server pieces (``LMTPWebSocketTransport``,
     ``TokenSession``, ``Scheduler``) with that model, plus three small changes made by subclassing:
     a client asking for a different model (another tokenizer) gets an error instead of a hang,
-    one line per request is logged to stderr, and a long generation yields to a waiting request
-    after a few tokens (like the in-process engine's pre-emption).
+    one line per request is logged to stderr, and a speculative chunk stops early when its client
+    has gone or has moved on (see ``MIN_TOKENS_BEFORE_PREEMPT``).  Requests are decoded one at a
+    time (llama.cpp, one KV cache); ``server_batch_size`` is LMQL's scheduler batch size.
 
 Client side
     :func:`remote_model` returns an ``lmql.LLM`` that sends queries to ``host:port`` with LMQL's
@@ -52,7 +53,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -62,6 +63,7 @@ __all__ = [
     "BACKEND_NAME",
     "model_identifier",
     "resolve_gguf",
+    "mask_from_logit_bias",
     "LlamaCppLMTPModel",
     "register_backend",
     "serve",
@@ -71,10 +73,16 @@ __all__ = [
 
 BACKEND_NAME = "lpb-llama.cpp"
 
-# A generation that has produced this many tokens stops early (finish_reason "length") when
-# another request is waiting; the client asks again if it needs more.  Same rule as the
-# in-process engine: speculative chunks are often useless once the client's constraint ends the
-# variable, and LMTP has no "cancel" message.
+# When a generation stops before its max_tokens (finish_reason "length"; the client asks again if
+# it needs more tokens).  LMTP has no "cancel" message, and a request streams a speculative chunk of tokens, all
+# sampled under the mask of its first token, so the rest of a chunk is often useless:
+# * at once when the client's connection is closed (its query is over);
+# * after this many tokens when a waiting request continues the same sequence (the client has
+#   moved on, e.g. its constraint ended the variable).
+# A waiting request for another sequence does not interrupt: llama.cpp keeps one sequence in its
+# KV cache, and switching back and forth re-evaluates prompts (measured on the breed of
+# tests/test_endpoints.py: 34 s and 12,000 decoded tokens when any waiting request interrupted
+# after 4 tokens, 15.5 s and 5,400 with this rule).
 MIN_TOKENS_BEFORE_PREEMPT = 4
 
 # Speculative tokens per request sent by remote_model() clients (LMQL's default is 16).  Cheap
@@ -192,7 +200,8 @@ class LlamaCppLMTPModel(_lmtp_model_base()):
         self.model_identifier = model_identifier(path)
         self.max_batch_size = max(1, int(max_batch_size))
         self.n_vocab = self.engine.n_vocab
-        self._local = threading.local()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_lock = threading.Lock()
         self._warned = set()
         self.requests = 0
         self.generated = 0
@@ -218,6 +227,7 @@ class LlamaCppLMTPModel(_lmtp_model_base()):
             "llama-cpp-python": llama_cpp.__version__,
             "requests": self.requests,
             "generated_tokens": self.generated,
+            "evaluated_tokens": self.engine.stats["evaluated"],  # prompt + generated tokens decoded
         }
 
     def generate(self, input_ids, attention_mask, temperature: float, max_new_tokens: int, bias_tensor,
@@ -279,11 +289,17 @@ class LlamaCppLMTPModel(_lmtp_model_base()):
         return row
 
     def _run(self, coro):
-        """Run a coroutine on this thread's private event loop (the engine answers to any loop)."""
-        loop = getattr(self._local, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = self._local.loop = asyncio.new_event_loop()
-        return loop.run_until_complete(coro)
+        """Run a coroutine to completion on this model's helper event loop and return its result.
+
+        The engine's API is async (it answers on the loop that asks); LMQL calls ``generate``
+        synchronously, from a scheduler thread or, with LMQL's in-process async transport, from
+        inside a running loop, so the work runs on a loop of its own, on its own thread.
+        """
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="lpb-lmtp-model", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def generate_one(self, ids, *, logit_bias=None, max_tokens: int, temperature: float = 0.0,
                      top_logprobs: int = 1, emit: Callable[[dict], Any],
@@ -378,8 +394,20 @@ def _make_server_classes():
         def model_info(self):
             return self._model.model_info()
 
-        def _waiting(self, produced: int) -> bool:
-            return produced >= MIN_TOKENS_BEFORE_PREEMPT and not self.queue.empty()
+        def _should_stop(self, call: GenerateCall) -> Callable[[int], bool]:
+            prompt = list(call.prompt)
+            n_prompt = len(prompt)
+
+            def should_stop(produced: int) -> bool:
+                if getattr(call.result_queue, "closed", False):
+                    return True  # nobody reads the rest
+                if produced < MIN_TOKENS_BEFORE_PREEMPT or self.queue.empty():
+                    return False
+                with self.queue.mutex:
+                    waiting = list(self.queue.queue)
+                return any(len(w.prompt) > n_prompt and w.prompt[:n_prompt] == prompt for w in waiting)
+
+            return should_stop
 
         def process_batch(self, model):
             for batch in self.batches(model.max_batch_size):
@@ -390,6 +418,10 @@ def _make_server_classes():
             started = time.perf_counter()
             self._count += 1
             number = self._count
+            if getattr(call.result_queue, "closed", False):
+                if self._log_requests:
+                    _log(f"[lpb-serve] request {number}: skipped, the client has gone")
+                return
             try:
                 if call.kwargs.get("score", False):
                     offset = int(call.kwargs.get("scoring_offset", 0))
@@ -413,13 +445,14 @@ def _make_server_classes():
 
                     last = model.generate_one(call.prompt, logit_bias=call.logit_bias, max_tokens=max_tokens,
                                               temperature=temperature, top_logprobs=top_logprobs, emit=emit,
-                                              should_stop=self._waiting, **kw)
+                                              should_stop=self._should_stop(call), **kw)
                     call.put({**last, "stream_id": call.stream_id})
                     constrained = f", mask of {len(call.logit_bias)}" if call.logit_bias else ""
                     what = (f"generate {len(call.prompt)} prompt tokens -> {produced + 1}/{max_tokens} "
                             f"({last['finish_reason']}), temperature {temperature}{constrained}")
                 if self._log_requests:
-                    _log(f"[lpb-serve] request {number}: {what}, {time.perf_counter() - started:.3f}s"
+                    _log(f"[lpb-serve] request {number}: {what}, {time.perf_counter() - started:.3f}s "
+                         f"(at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d})"
                          + (f", batch of {batch_size}" if batch_size > 1 else ""))
             except Exception as exc:  # reported to the client, which raises LMTPStreamError
                 _log(f"[lpb-serve] request {number} failed: {type(exc).__name__}: {exc}")
@@ -443,6 +476,10 @@ def _make_server_classes():
             if requested != self.served:
                 kwargs["model"] = self.served  # MODEL_INFO: describe what is served
             await super().handle(cmd, kwargs)
+
+        def close(self):
+            self.output_stream.closed = True  # read by the scheduler: stop generating for this client
+            super().close()
 
     return LpbScheduler, LpbTokenSession
 
@@ -507,7 +544,8 @@ async def _serve(model_name: str, host: str, port: int, n_threads: Optional[int]
         if not _is_loopback(host):
             _log(f"[lpb-serve] warning: {host}:{bound} is reachable from other machines and LMTP has no "
                  "authentication or encryption; serve on a private network only")
-        _log(f"[lpb-serve] {identifier}: {path.name}, llama.cpp with {model.engine.n_threads} thread(s), "
+        pinned = f", cores {sorted(os.sched_getaffinity(0))}" if hasattr(os, "sched_getaffinity") else ""
+        _log(f"[lpb-serve] {identifier}: {path.name}, llama.cpp with {model.engine.n_threads} thread(s){pinned}, "
              f"server batch size {model.max_batch_size} (requests are decoded one at a time)")
         if ready is not None:
             ready(host, bound)
@@ -521,13 +559,20 @@ async def _serve(model_name: str, host: str, port: int, n_threads: Optional[int]
 
 def serve(model_name: str = "smollm2", host: str = "127.0.0.1", port: int = 8080, n_threads: Optional[int] = None,
           server_batch_size: int = 1, *, seed: Optional[int] = None, log_requests: bool = True,
-          ready: Optional[Callable[[str, int], Any]] = None) -> None:
+          cpus: Optional[Sequence[int]] = None, ready: Optional[Callable[[str, int], Any]] = None) -> None:
     """Serve ``model_name`` (``smollm2`` or a GGUF path) over LMTP on ``host:port`` until killed.
 
     Prints ``serving <model_name> on <host>:<port>`` once it accepts connections (``port=0``
     picks a free port, shown in that line), or calls ``ready(host, port)`` instead if given.
     One line per request goes to stderr unless ``log_requests=False``.
+
+    ``cpus`` pins the server to these CPU cores (Linux) before the model is loaded; llama.cpp's
+    prompt evaluation then uses that many threads instead of every core of the machine, which is
+    what several servers on one machine need (unpinned, their multi-threaded prompt evaluations
+    stall each other: measured 3-4x slower on 2 cores).
     """
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus})
     try:
         asyncio.run(_serve(model_name, host, int(port), n_threads, int(server_batch_size or 1), seed,
                            log_requests, ready))
@@ -536,8 +581,9 @@ def serve(model_name: str = "smollm2", host: str = "127.0.0.1", port: int = 8080
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lpb_plugins.lmtp_serving",
-                                     description="Serve a GGUF model over LMQL's LMTP protocol (for lpb breed --endpoint).")
+    parser = argparse.ArgumentParser(
+        prog="python -m lpb_plugins.lmtp_serving",
+        description="Serve a GGUF model over LMQL's LMTP protocol (for lpb breed --endpoint).")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; LMTP has no authentication)")
@@ -546,12 +592,15 @@ def main(argv=None) -> int:
     parser.add_argument("--server-batch-size", type=int, default=1,
                         help="requests the LMQL scheduler groups per round (decoded one after another)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the server's sampler")
+    parser.add_argument("--cpus", default=None,
+                        help="pin the server to these cores, e.g. 0 or 0,1 (for several servers on one machine)")
     parser.add_argument("--quiet", action="store_true", help="no log line per request")
     args = parser.parse_args(argv)
     try:
+        cpus = [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None
         serve(args.model, args.host, args.port, args.n_threads, args.server_batch_size, seed=args.seed,
-              log_requests=not args.quiet)
-    except (FileNotFoundError, RuntimeError, OSError) as exc:
+              log_requests=not args.quiet, cpus=cpus)
+    except (FileNotFoundError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

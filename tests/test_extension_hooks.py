@@ -121,3 +121,15 @@ def test_plugin_model_backend_serves_its_model_names(day_care):
     assert EchoBackend.opened == ["echo"]
     assert summary["model"] == "echo model"
     assert summary["prompt_tokens"] > 0
+
+
+def test_plugins_add_subcommands_to_the_cli():
+    """lpb_register_commands: `lpb serve` arrives through the hook; so can any plugin's command."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lpb_core", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    help_text = subprocess.run([sys.executable, "-m", "lpb_core", "serve", "--help"], capture_output=True, text=True)
+    assert "--port" in help_text.stdout and "--server-batch-size" in help_text.stdout

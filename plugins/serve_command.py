@@ -1,0 +1,32 @@
+"""``lpb serve``: a model server for ``lpb breed --endpoint``, added to the CLI through the plugin hook."""
+
+from __future__ import annotations
+
+import click
+
+from lpb_core.hookspecs import hookimpl
+
+
+@hookimpl
+def lpb_register_commands(cli):
+    @cli.command()
+    @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+                  help="Port to listen on (0: any free port).")
+    @click.option("--host", default="127.0.0.1", show_default=True,
+                  help="Address to bind; LMTP has no authentication, so keep it on a private network.")
+    @click.option("--model", "--model-name-or-path", "model", default="smollm2", show_default=True,
+                  help="smollm2 (embedded) or a path to a .gguf file.")
+    @click.option("--n-threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: cores - 1).")
+    @click.option("--server-batch-size", "--server_batch_size", type=click.IntRange(1), default=1, show_default=True,
+                  help="Requests LMQL's scheduler groups per round (llama.cpp decodes them one after another).")
+    @click.option("--cpus", default=None, help="Pin the server to these cores, e.g. 0 or 0,1.")
+    @click.option("--seed", type=int, default=None, help="Seed of the server's sampler.")
+    def serve(port, host, model, n_threads, server_batch_size, cpus, seed):
+        """Serve a GGUF model over LMQL's LMTP protocol, with lpb's llama.cpp fixes active."""
+        from lpb_plugins import lmtp_serving  # loads llama.cpp: only when serving
+
+        try:
+            lmtp_serving.serve(model, host, port, n_threads, server_batch_size, seed=seed,
+                               cpus=[int(c) for c in cpus.split(",") if c.strip()] if cpus else None)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
