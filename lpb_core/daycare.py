@@ -229,16 +229,22 @@ def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_pa
                                        files.json_path([template.name])))
 
     fitness = breeder.templates[FITNESS_TEMPLATE]
-    shared_fields = set.intersection(*(set(item) for item in suite)) if suite else set()
-    provided = set(breeder.prompt_fields) | shared_fields | FITNESS_BUILTIN_ARGS
+    provided = set(breeder.prompt_fields) | FITNESS_BUILTIN_ARGS
     if task.fixed_system_prompt is not None:
         provided.add("system_prompt")
     for index, arg in enumerate(fitness.args):
-        if arg not in provided:
+        if arg in provided:
+            continue
+        lacking = [i for i, item in enumerate(suite) if arg not in item]
+        if len(lacking) == len(suite):
             problems.append(InputError(
                 bpath, f"{arg!r} is provided by no suite field of {suite_path.name}, prompt field "
                 f"({', '.join(breeder.prompt_fields)}) or built-in argument ({', '.join(sorted(FITNESS_BUILTIN_ARGS))})",
                 files.json_path([f"{FITNESS_TEMPLATE}_args", index])))
+        elif lacking:  # some items have it: those without are the mistake
+            problems.append(InputError(
+                suite_path, f"missing (the fitness template needs it; {len(lacking)} item(s) lack it)",
+                files.json_path([lacking[0], arg])))
 
     where = str(task.description_file)
     try:

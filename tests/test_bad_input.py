@@ -151,3 +151,8 @@ def test_resume_with_different_settings_is_refused(lpb, day_care):
     assert breed(lpb, day_care).exit_code == 0
     result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--continue-run-number", "0", "--seed", "5")
     assert_one_line_error(result, "config.json", "$.settings.seed")
+
+
+def test_suite_item_without_a_field_the_template_needs(lpb, day_care):
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[5].pop("text"))
+    assert_one_line_error(breed(lpb, day_care), "fitness_test_suite.json", "$[5].text", "template needs it")

@@ -99,3 +99,24 @@ def test_validate_reports_ok_for_the_shipped_day_care(lpb):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok:")
     assert "answer_quality" in result.output and "sentiment" in result.output
+
+
+def test_run_files_are_written_atomically_and_readable(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from lpb_core.files import write_json_atomic
+
+    target = tmp_path / "summary.json"
+    write_json_atomic(target, {"ok": 1})
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"ok": 2})
+    assert json.loads(target.read_text()) == {"ok": 1}  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind

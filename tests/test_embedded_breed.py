@@ -48,8 +48,11 @@ def test_debug_mode_runs_every_operator_on_the_embedded_model(built_in):
                                   fitness_batch_size=4, test_split=0.0, debug_mode=True, loggers=()))
     record = json.loads((built_in / "sentiment" / "DEBUG" / "generation_001.json").read_text())
     used = [b["operator"] for b in record["births"]]
-    # Lamarckian mutation hands over to another operator when the parent has no correct working yet.
     assert set(ALL_MUTATING) - {"lamarckian_mutation"} <= set(used)
+    # The eighth contest is Lamarckian's turn; it hands over only when the winner has no correct working.
+    units = {u["id"]: u for u in record["population"]}
+    lamarckian_turn = record["births"][ALL_MUTATING.index("lamarckian_mutation")]
+    assert lamarckian_turn["operator"] == "lamarckian_mutation" or not units[lamarckian_turn["contest"]["winner"]]["workings"]
     assert {p for b in record["births"] for p in b["post_operators"]} <= {"prompt_crossover", "context_shuffling"}
     assert summary["generations_completed"] == 1
 
