@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any, Iterable
 
 import attrs
@@ -96,7 +97,11 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
     """A new manager with the hookspecs, every ``lpb`` entry point not disabled, and ``extra_plugins``."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    installed = sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
     for name in disabled:
+        if name not in installed:
+            raise UnknownNameError("command line", f"no installed plugin {name!r} to disable; installed: "
+                                   f"{', '.join(installed)}", "--disable-plugin")
         manager.set_blocked(name)
     manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin in extra_plugins:

@@ -77,3 +77,9 @@ def test_every_hook_is_documented_and_tested(hook):
     assert f"`{hook}" in docs, f"{hook} is not in docs/plugins.md"
     tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py") if p.name != "test_plugins.py")
     assert hook in tests, f"no test mentions {hook}"
+
+
+def test_disabling_an_unknown_plugin_is_an_error_listing_the_installed_ones():
+    with pytest.raises(UnknownNameError) as error:
+        load_plugins(disabled=["lpb-selektion"])
+    assert "'lpb-selektion'" in str(error.value) and "lpb-selection" in str(error.value)
