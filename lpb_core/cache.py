@@ -35,8 +35,5 @@ class QueryCache:
         self._db.execute("INSERT OR REPLACE INTO queries (key, result) VALUES (?, ?)",
                          (key, json.dumps(result, ensure_ascii=False)))
 
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
-
     def close(self) -> None:
         self._db.close()
