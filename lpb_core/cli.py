@@ -110,6 +110,15 @@ def csv_names(ctx, param, value):
 @option("max_tokens", type=click.IntRange(1), default=None, help="Stop after this many prompt + completion tokens.")
 @option("max_cost", type=click.FloatRange(0, min_open=True), default=None,
         help="Stop once the estimated spend reaches this many US dollars (hosted models with known prices).")
+@option("initial_prompt", multiple=True,
+        help="Your own prompt, put into generation 0 beside the generated ones (repeatable).")
+@option("mutation_model", default=None, show_default="the model being optimised",
+        help="Model that writes the prompts (same forms as --model-name-or-path).")
+@option("validation_split", type=click.FloatRange(0, 0.9),
+        help="Share of the training items kept back to choose the winner among the finalists (0: choose on training).")
+@option("finalists", type=click.IntRange(1),
+        help="Fittest units of the last generation compared on the validation items (with the best initial "
+             "unit and your own prompts).")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Reuse results of deterministic queries, kept in the run directory.")
 def breed(**options):
@@ -118,29 +127,115 @@ def breed(**options):
 
 
 @report_errors
-def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, endpoint, **options):
+def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, endpoint, initial_prompt, **options):
     from lpb_core.run import breed as run_breed
 
     settings = BreedSettings(
         **{k: v for k, v in options.items() if v is not None},
         **({"day_care_dir": default_day_care()} if options.get("day_care_dir") is None else {}),
         test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin, endpoints=endpoint,
-        loggers=("console", *logger),
+        loggers=("console", *logger), initial_prompts=initial_prompt,
     )
     summary = run_breed(settings)
     best = summary["best_unit"]
     click.echo(f"\nBest prompt ({best['id']}, born in generation {best['born']} by {best['operator']}):")
     for field, text in best["prompts"].items():
         click.echo(f"  {field}: {text}")
-    line = f"Fitness: {summary['best_train_fitness']:.3f} on training items"
-    if summary.get("best_test_fitness") is not None:
-        line += (f", {summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items "
-                 f"(initial best: {summary['initial_best_test_fitness']:.3f})")
-    click.echo(line)
+    click.echo(f"Fitness: {fitness_line(summary)}")
+    for comparison in (summary.get("held_out") or {}).get("comparisons", []):
+        against = " and ".join(role.replace("_", " ") for role in comparison["b_roles"])
+        click.echo(f"  against the {against} ({comparison['b']}): {comparison['sentence']}")
     if summary["stopped_because"] != "completed":
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")
     click.echo(f"Run directory: {summary['run_dir']}")
+
+
+# Which of a task's items `lpb eval` scores, as a breed with the same seed and splits divides them.
+ITEM_SETS = ("test", "validation", "train", "all")
+
+
+@cli.command(name="eval")
+@option("task", default=None, help="Task folder inside the day care (default: the --run's task).")
+@option("day_care_dir", type=click.Path(path_type=Path), default=None, show_default="the built-in example",
+        help="Day care folder.")
+@click.option("--prompt", "prompt_texts", multiple=True, help="A prompt to score (repeatable; the first one is the "
+              "baseline every other prompt is compared with).")
+@click.option("--prompts-file", type=click.Path(path_type=Path), default=None,
+              help="JSON list of prompts: strings, or objects of prompt fields.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A run directory: score its winner, best initial unit and seeded prompts, with its settings.")
+@click.option("--items", type=click.Choice(ITEM_SETS), default="test", show_default=True,
+              help="Which of the task's items, as a breed with the same seed and splits divides them.")
+@click.option("--suite", type=click.Path(path_type=Path), default=None,
+              help="Score on every item of this suite file instead (new data).")
+@option("model_name_or_path", default=None, show_default="smollm2, or the --run's model", help="Model to score with.")
+@option("seed", type=int, default=None, show_default="0, or the --run's", help="Seed that fixed the split.")
+@option("test_split", type=click.FloatRange(0, 0.9), default=None, help="As for lpb breed.")
+@option("validation_split", type=click.FloatRange(0, 0.9), default=None, help="As for lpb breed.")
+@option("test_suite", type=click.Path(path_type=Path), default=None, help="As for lpb breed.")
+@option("fitness_test_suite", type=click.Path(path_type=Path), default=None, help="As for lpb breed.")
+@option("decoder_options_override", default=None, help="As for lpb breed.")
+@option("test_CoT", is_flag=True, default=None, help="Score with reasoning before the answer.")
+@option("test_noCoT", "--test-no-cot", is_flag=True, default=None, help="Score the direct answer.")
+@option("n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads.")
+@option("endpoint", multiple=True, help="host:port of an `lpb serve` model server (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with every item's outcome).")
+@option("verbose", "-v", is_flag=True, default=False, help="Tracebacks on errors.")
+def eval_command(**options):
+    """Score prompts on a task's held-out items, with a 95 % interval and paired comparisons."""
+    _eval(**options)
+
+
+@report_errors
+def _eval(task, day_care_dir, prompt_texts, prompts_file, run_dir, items, suite, as_json, verbose, test_cot,
+          test_nocot, endpoint, **options):
+    from lpb_core import files
+    from lpb_core.daycare import load_day_care
+    from lpb_core.evaluate import evaluate, prompt_units, run_units, settings_of_run
+
+    changes = {k: v for k, v in options.items() if v is not None}
+    changes.update(test_cot=test_cot, test_no_cot=test_nocot, endpoints=endpoint or None, task=task,
+                   day_care_dir=day_care_dir)
+    if run_dir is not None:
+        settings = settings_of_run(run_dir, **changes)
+    elif task is None:
+        raise click.UsageError("give --task (or --run)")
+    else:
+        changes["day_care_dir"] = day_care_dir or default_day_care()
+        settings = BreedSettings(**{k: v for k, v in changes.items() if v is not None})
+    field = load_day_care(settings.day_care_dir).for_task(settings.task).breeder.prompt_fields[0]
+    candidates = prompt_units(prompt_texts, field, "--prompt", "command line", "--prompt")
+    if prompts_file is not None:
+        listed = files.read_json(prompts_file)
+        if not isinstance(listed, list):
+            raise InputError(prompts_file, "expected a JSON list of prompts", "$")
+        candidates += prompt_units(listed, field, prompts_file.name, str(prompts_file), "$")
+    if run_dir is not None:
+        candidates += run_units(run_dir)
+    result = evaluate(settings, candidates, items, suite)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{len(result['prompts'])} prompt(s) on {result['item_count']} {result['items']} items of task "
+               f"{result['task']!r}, {result['model']}:")
+    for number, row in enumerate(result["prompts"], 1):
+        low, high = row["interval_95"]
+        text = " | ".join(row["prompts"].values())
+        extra = f" + {row['context']} examples" if row["context"] else ""
+        click.echo(f"  {number}. {row['accuracy']:.3f} [{low:.3f}, {high:.3f}]  {row['label']}{extra}: {text}")
+    for number, comparison in enumerate(result["comparisons"], 2):
+        click.echo(f"  {number} vs 1: {comparison['sentence']}")
+
+
+def fitness_line(summary: dict) -> str:
+    """Training, validation and held-out fitness of the winner, as far as they were measured."""
+    parts = [f"{summary['best_train_fitness']:.3f} on training items"]
+    if summary.get("best_validation_fitness") is not None:
+        parts.append(f"{summary['best_validation_fitness']:.3f} on {summary['validation_items']} validation items")
+    if summary.get("best_test_fitness") is not None:
+        parts.append(f"{summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items")
+    return ", ".join(parts)
 
 
 @cli.command()

@@ -69,6 +69,7 @@ class Task:
     answer_variable: str
     reasoning_variable: str
     suite_path: Path
+    initial_prompts: tuple = ()  # the user's own prompts: strings, or {prompt field: text} objects
 
     @property
     def gold_field(self) -> str:
@@ -184,6 +185,7 @@ def load_task(folder: Path) -> Task:
         answer_variable=data.get("answer_variable", "ANSWER"),
         reasoning_variable=data.get("reasoning_variable", "REASONING"),
         suite_path=folder / data.get("fitness_test_suite", "fitness_test_suite.json"),
+        initial_prompts=tuple(data.get("initial_prompts", ())),
     )
 
 

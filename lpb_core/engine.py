@@ -20,14 +20,15 @@ from lpb_core.fitness import FitnessTest, Minibatch
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import Mutation, MutationContext, OperatorSkipped, clean_prompt
 from lpb_core.settings import BreedSettings
-from lpb_core.units import Birth, Contest, GenerationRecord, Unit, best_unit
+from lpb_core.units import SEED, Birth, Contest, GenerationRecord, Unit, best_unit
 
 
 @attrs.define
 class Breeder:
     settings: BreedSettings
     fitness: FitnessTest
-    model: LanguageModel
+    model: LanguageModel  # the model whose prompts are bred: it takes the fitness tests
+    mutation_model: LanguageModel  # writes new prompts (the same model unless --mutation-model)
     strategy: object  # a registered selection strategy
     operators: list  # enabled operators of stage "mutate", in a fixed order
     post_operators: list  # enabled operators of stage "post", applied to every child in order
@@ -35,6 +36,7 @@ class Breeder:
     train_indices: tuple[int, ...]
     hooks: object  # the run's plugin manager hook relay, for events
     write: Callable[[GenerationRecord], object]  # persists a finished generation
+    seeds: tuple[dict, ...] = ()  # the user's own prompts for generation 0, each {prompt field: text}
     wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
 
     async def breed(self, resume_from: GenerationRecord | None) -> tuple[GenerationRecord, str]:
@@ -53,19 +55,21 @@ class Breeder:
         return record, "completed"
 
     async def initialise(self, started: float) -> GenerationRecord:
-        day_care, task = self.fitness.day_care, self.fitness.task
+        day_care = self.fitness.day_care
         rng = self.rng("init")
-        seeds = [(rng.choice(day_care.mutation_prompts), rng.choice(day_care.thinking_styles))
+        draws = [(rng.choice(day_care.mutation_prompts), rng.choice(day_care.thinking_styles))
                  for _ in range(self.settings.population_size)]
-        drafts = await run_all((
-            self.initial_candidate(f"u{number:04d}", mutation_prompt, thinking_style, candidate)
-            for number, (mutation_prompt, thinking_style) in enumerate(seeds)
-            for candidate in range(self.settings.initial_prompts_per_unit)))
+        # The user's own prompts take the first places (one candidate each); the paper's initialisation fills the rest.
+        groups = []
+        for number, (mutation_prompt, thinking_style) in enumerate(draws):
+            given = self.seeds[number] if number < len(self.seeds) else {}
+            candidates = 1 if given else self.settings.initial_prompts_per_unit
+            groups.append([(f"u{number:04d}", mutation_prompt, thinking_style, c, given) for c in range(candidates)])
+        drafts = await run_all(self.initial_candidate(*args) for group in groups for args in group)
         batch = self.minibatch(0)
-        scored = await self.evaluate_all(drafts, batch, 0)
-        per_unit = self.settings.initial_prompts_per_unit
+        scored = iter(await self.evaluate_all(drafts, batch, 0))
         # Each unit keeps the best of its candidate prompts.
-        population = [best_unit(scored[i:i + per_unit]) for i in range(0, len(scored), per_unit)]
+        population = [best_unit([next(scored) for _ in group]) for group in groups]
         return self.finish(0, population, batch, (), None, len(population), 0, started)
 
     async def evolve(self, previous: GenerationRecord, generation: int, started: float) -> GenerationRecord:
@@ -131,26 +135,31 @@ class Breeder:
             parent=parent, population=population, generation=generation, elite_prompts=previous.elite_prompts,
             day_care=self.fitness.day_care, task=self.fitness.task, rng=rng,
             num_eda_samples=self.settings.num_eda_samples,
-            num_lamarckian_reasonings=self.settings.num_lamarckian_reasonings, model=self.model,
+            num_lamarckian_reasonings=self.settings.num_lamarckian_reasonings, model=self.mutation_model,
             similarity_filter=self.similarity_filter)
 
-    async def initial_candidate(self, unit_id: str, mutation_prompt: str, thinking_style: str,
-                                candidate: int) -> Unit:
-        """The paper's initialisation: mutation prompt + thinking style + problem description -> task prompt."""
+    async def initial_candidate(self, unit_id: str, mutation_prompt: str, thinking_style: str, candidate: int,
+                                given: dict) -> Unit:
+        """The paper's initialisation: mutation prompt + thinking style + problem description -> task prompt.
+
+        Prompt fields in ``given`` (the user's seed) are kept as they are; only the others are generated.
+        """
         day_care, task = self.fitness.day_care, self.fitness.task
-        prompts = {}
-        for attempt in range(3):  # a small model sometimes writes nothing; a new sample usually does better
-            variables = (await self.model.run(
+        prompts = dict(given)
+        missing = [f for f in day_care.breeder.prompt_fields if f not in given]
+        for attempt in range(3 if missing else 0):  # a small model sometimes writes nothing; a new sample helps
+            variables = (await self.mutation_model.run(
                 day_care.breeder.templates[INITIAL_TEMPLATE],
                 {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
                  "task_description": task.description, "candidate": candidate, "attempt": attempt},
                 task.decoder)).variables
-            prompts = {f: clean_prompt(str(variables.get(f.upper(), ""))) for f in day_care.breeder.prompt_fields}
+            prompts.update({f: clean_prompt(str(variables.get(f.upper(), ""))) for f in missing})
             if all(prompts.values()):
                 break
         # Still blank: the task description is a sane starting prompt, and breeding moves on from it.
-        prompts = {f: text or task.description for f, text in prompts.items()}
-        return Unit(id=unit_id, prompts=prompts, mutation_prompt=mutation_prompt, thinking_style=thinking_style)
+        prompts = {f: prompts.get(f) or task.description for f in day_care.breeder.prompt_fields}
+        return Unit(id=unit_id, prompts=prompts, mutation_prompt=mutation_prompt, thinking_style=thinking_style,
+                    operator=SEED if given else "initial")
 
     async def evaluate_all(self, units: list[Unit], batch: Minibatch, generation: int) -> list[Unit]:
         """Score the units not yet scored on ``batch``; keeps order."""
@@ -179,7 +188,7 @@ class Breeder:
             elites=(previous.elites if previous else ()) + (best.id,),
             elite_prompts=(previous.elite_prompts if previous else ()) + (best.prompts,),
             next_unit_number=next_unit_number, operator_cycle=cycle,
-            usage=self.model.usage,
+            usage=self.model.meter.usage,
             wall_seconds=self.wall_before + time.perf_counter() - started)
         path = self.write(record)
         self.hooks.lpb_generation_finished(event=GenerationFinished(

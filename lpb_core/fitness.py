@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import attrs
 
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
 from lpb_core.errors import BreedError
 from lpb_core.llm import LanguageModel, run_all
+from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit, Usage, Working
 
 MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarckian mutation and context
@@ -16,6 +19,39 @@ MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarcki
 class Minibatch:
     id: str
     indices: tuple[int, ...]
+
+
+@attrs.frozen
+class Split:
+    train: tuple[int, ...]  # minibatches are drawn from these
+    validation: tuple[int, ...]  # kept back from training to choose the winner
+    test: tuple[int, ...]  # held out until the very end
+
+
+def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
+    """Suite indices for training, validation and the held-out test, all fixed by the seed.
+
+    The test items are the --test-suite items, or a --test-split share of the suite; validation
+    items are a --validation-split share of what is left (at least one item stays for training).
+    """
+    if held_out:
+        rest, test = list(range(suite_size - held_out)), tuple(range(suite_size - held_out, suite_size))
+    else:
+        indices = list(range(suite_size))
+        random.Random(f"{settings.seed}:split").shuffle(indices)
+        n_test = min(int(round(settings.test_split * suite_size)), suite_size - 1)
+        rest, test = indices[n_test:], tuple(sorted(indices[:n_test]))
+    random.Random(f"{settings.seed}:validation").shuffle(rest)
+    n_validation = min(int(round(settings.validation_split * len(rest))), len(rest) - 1)
+    return Split(train=tuple(sorted(rest[n_validation:])), validation=tuple(sorted(rest[:n_validation])), test=test)
+
+
+@attrs.frozen
+class Evaluation:
+    """A unit scored on a minibatch, with each item's outcome (for paired comparisons)."""
+
+    unit: Unit
+    correct: dict  # variant -> tuple of bools, in the minibatch's item order
 
 
 @attrs.frozen
@@ -33,6 +69,9 @@ class FitnessTest:
         return "\n".join(f"{k}: {v}" for k, v in item.items() if not k.startswith("gold_"))
 
     async def evaluate(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Unit:
+        return (await self.evaluate_items(unit, batch, model)).unit
+
+    async def evaluate_items(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Evaluation:
         template = self.day_care.breeder.templates[FITNESS_TEMPLATE]
         examples = [f"{w.question}\n{w.reasoning}\n{w.answer}".strip() for w in unit.context]
 
@@ -49,10 +88,10 @@ class FitnessTest:
             return index, variant, result.variables
 
         outcomes = await run_all(answer(i, v) for v in self.variants for i in batch.indices)
-        scores, workings, unreadable = {}, [], 0
+        scores, correct, workings, unreadable = {}, {}, [], 0
         can_read = getattr(self.scorer, "can_read", lambda answer: True)
         for variant in self.variants:
-            answers, golds = [], []
+            answers, golds, right = [], [], []
             for index, v, variables in outcomes:
                 if v != variant:
                     continue
@@ -60,15 +99,18 @@ class FitnessTest:
                 answers.append(response)
                 unreadable += not can_read(response)
                 golds.append(item[self.task.gold_field])
-                if self.scorer.is_correct(response, item[self.task.gold_field]):
+                right.append(bool(self.scorer.is_correct(response, item[self.task.gold_field])))
+                if right[-1]:
                     workings.append(Working(question=self.question_text(item),
                                             reasoning=str(variables.get(self.task.reasoning_variable, "")).strip(),
                                             answer=response.strip()))
             scores[variant] = round(float(self.scorer.score(answers, golds)), 6)
+            correct[variant] = tuple(right)
         model.usage += Usage(unreadable_answers=unreadable)
         # With both variants, a unit is as fit as the mean of the two (documented in the README).
         fitness = round(sum(scores.values()) / len(scores), 6)
         # Workings with reasoning are the better teaching material, so they come first.
         workings.sort(key=lambda w: not w.reasoning)
-        return attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
-                            workings=tuple(workings[:MAX_WORKINGS]))
+        scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
+                              workings=tuple(workings[:MAX_WORKINGS]))
+        return Evaluation(unit=scored, correct=correct)

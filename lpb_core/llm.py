@@ -18,7 +18,7 @@ import lmql
 from lpb_core.cache import QueryCache, cache_key
 from lpb_core.daycare import Template
 from lpb_core.decoding import Decoder
-from lpb_core.errors import BreedError
+from lpb_core.errors import BreedError, InputError
 from lpb_core.units import Usage
 
 
@@ -34,21 +34,30 @@ class BudgetExhausted(Exception):
 class Budget:
     max_llm_calls: int | None = None
     max_tokens: int | None = None
-    max_cost: float | None = None  # USD, for models whose handle knows its prices
-    prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens
-
-    def cost(self, usage: Usage) -> float | None:
-        if self.prices is None:
-            return None
-        return (usage.prompt_tokens * self.prices[0] + usage.completion_tokens * self.prices[1]) / 1e6
+    max_cost: float | None = None  # USD, for models whose handles know their prices
 
     def check(self, usage: Usage) -> None:
         if self.max_llm_calls is not None and usage.llm_calls >= self.max_llm_calls:
             raise BudgetExhausted(f"max_llm_calls ({self.max_llm_calls}) reached")
         if self.max_tokens is not None and usage.prompt_tokens + usage.completion_tokens >= self.max_tokens:
             raise BudgetExhausted(f"max_tokens ({self.max_tokens}) reached")
-        if self.max_cost is not None and self.cost(usage) >= self.max_cost:
+        if self.max_cost is not None and usage.cost_usd >= self.max_cost:
             raise BudgetExhausted(f"max_cost (${self.max_cost:g}) reached")
+
+
+@attrs.define
+class Meter:
+    """What a run has spent over all its models (totals of earlier sessions included), and its budget."""
+
+    budget: Budget = Budget()
+    usage: Usage = Usage()
+
+
+def cost_of(usage: Usage, prices: tuple[float, float] | None) -> float:
+    """USD for these tokens at (prompt, completion) prices per million; 0 for models without prices."""
+    if prices is None:
+        return 0.0
+    return (usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]) / 1e6
 
 
 async def run_all(coroutines) -> list:
@@ -80,17 +89,38 @@ class QueryResult:
     prompt: str  # the whole interaction as the model saw and wrote it
 
 
+def open_model(backends, spec: str, settings, option: str = "--model-name-or-path") -> ModelHandle:
+    """The model named by ``spec``, from the first registered backend that accepts it."""
+    for backend in (b for _, b in backends.items()):
+        if backend.accepts(spec):
+            handle = backend.open(spec, settings)
+            if settings.max_cost is not None and handle.prices is None:
+                raise InputError("command line", f"no known prices for {handle.description}, so a cost cannot be "
+                                 "capped; use --max-tokens or --max-llm-calls", "--max-cost")
+            return handle
+    known = ", ".join(backends.names()) or "none"
+    raise InputError("command line", f"no model backend accepts {spec!r} (backends: {known})", option)
+
+
 class LanguageModel:
     def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
-                 cache: QueryCache | None = None, budget: Budget = Budget(), usage: Usage = Usage()):
+                 cache: QueryCache | None = None, meter: Meter | None = None):
         self.handle = handle
         self._queries: dict[tuple, Any] = {}
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
         self.cache = cache
-        self.budget = budget
-        self.usage = usage  # totals, including earlier sessions of a resumed run
+        self.meter = meter or Meter()  # shared by every model of a run
+
+    @property
+    def usage(self) -> Usage:
+        """The run's totals over all its models, including earlier sessions of a resumed run."""
+        return self.meter.usage
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self.meter.usage = value
 
     def _compiled(self, template: Template):
         key = (template.code, template.args)
@@ -118,7 +148,7 @@ class LanguageModel:
                 self.usage += Usage(cache_hits=1)
                 return QueryResult(variables=cached["variables"], prompt=cached["prompt"])
         async with self._semaphore:
-            self.budget.check(self.usage)
+            self.meter.budget.check(self.usage)
             model = next(self._next_model)
             started = time.perf_counter()
             try:
@@ -132,15 +162,15 @@ class LanguageModel:
         variables = {k: v for k, v in result.variables.items() if not k.startswith("P(")}
         generated = sum(self.handle.count_tokens(v) for v in variables.values() if isinstance(v, str))
         total = self.handle.count_tokens(result.prompt)
-        self.usage += Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
-                            llm_seconds=elapsed)
+        spent = Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
+                      llm_seconds=elapsed)
+        self.usage += attrs.evolve(spent, cost_usd=cost_of(spent, self.handle.prices))
         if key is not None:
             self.cache.put(key, {"variables": variables, "prompt": result.prompt})
         return QueryResult(variables=variables, prompt=result.prompt)
 
     async def aclose(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
+        """Close the model; the cache belongs to whoever opened it."""
         result = self.handle.close()
         if inspect.isawaitable(result):
             await result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from pathlib import Path
 
@@ -15,15 +14,16 @@ from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
 from lpb_core.errors import InputError
 from lpb_core.events import RunFinished, RunStarted
-from lpb_core.fitness import FitnessTest, Minibatch
+from lpb_core.fitness import FitnessTest, split
 from lpb_core.cache import QueryCache
-from lpb_core.llm import Budget, LanguageModel, ModelHandle
+from lpb_core.finals import choose_winner, roles, score_held_out
+from lpb_core.llm import Budget, LanguageModel, Meter, ModelHandle, open_model
 from lpb_core.operators import MUTATE, POST, operator_templates
 from lpb_core.plugins import PluginSet, describe, load_plugins
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
-from lpb_core.units import Usage, best_unit
+from lpb_core.units import Usage
 
 INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate", "attempt"})
 
@@ -42,6 +42,7 @@ class Prepared:
     post_operators: list
     disabled_operators: dict  # name -> why
     loggers: dict  # name -> logger object, joined to the plugin manager when the run starts
+    seeds: tuple = ()  # the user's own prompts for generation 0, each {prompt field: text}
 
 
 def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
@@ -80,13 +81,38 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     if not operators and not problems:
         problems.append(InputError(day_care.breeder.path, "no mutation operator can run: none of "
                                    f"{', '.join(names)} has a template here", "--operators"))
+    seeds = seed_prompts(settings, task, day_care.breeder.prompt_fields, problems)
     plugins.selection_strategies.get(settings.selection_strategy, "command line", "--selection-strategy")
     plugins.similarity_filters.get(settings.similarity_filter, "command line", "--similarity-filter")
     raise_all(problems)
     loggers = {name: plugins.loggers.get(name, "command line", "--logger")(settings)
                for name in active_loggers(settings)}
     return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), operators, post, disabled,
-                    loggers)
+                    loggers, seeds)
+
+
+def seed_prompts(settings: BreedSettings, task: Task, prompt_fields: tuple[str, ...],
+                 problems: list[InputError]) -> tuple[dict, ...]:
+    """The user's prompts for generation 0: task_description.json's initial_prompts, then --initial-prompt's.
+
+    A string fills the first prompt field; an object names its fields. Repeats are dropped.
+    """
+    seeds = []
+    for index, entry in enumerate(task.initial_prompts):
+        prompts = {prompt_fields[0]: entry} if isinstance(entry, str) else dict(entry)
+        for field in sorted(set(prompts) - set(prompt_fields)):
+            problems.append(InputError(task.description_file, f"unknown prompt field; breeder.lmql's prompt_fields "
+                                       f"are: {', '.join(prompt_fields)}", f"$.initial_prompts[{index}].{field}"))
+        seeds.append({k: " ".join(v.split()) for k, v in prompts.items()})
+    for text in settings.initial_prompts:
+        if not text.strip():
+            problems.append(InputError("command line", "an initial prompt cannot be blank", "--initial-prompt"))
+        seeds.append({prompt_fields[0]: " ".join(text.split())})
+    unique = list({tuple(sorted(p.items())): p for p in seeds if all(p.values())}.values())
+    if len(unique) > settings.population_size:
+        problems.append(InputError("command line", f"{len(unique)} initial prompts do not fit a population of "
+                                   f"{settings.population_size}", "--population-size"))
+    return tuple(unique)
 
 
 def active_loggers(settings: BreedSettings) -> list[str]:
@@ -96,32 +122,28 @@ def active_loggers(settings: BreedSettings) -> list[str]:
     return names
 
 
-def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Training and held-out test indices: the --test-suite items, or a share of the suite fixed by the seed."""
-    if held_out:
-        return tuple(range(suite_size - held_out)), tuple(range(suite_size - held_out, suite_size))
-    indices = list(range(suite_size))
-    random.Random(f"{settings.seed}:split").shuffle(indices)
-    n_test = int(round(settings.test_split * suite_size))
-    n_test = min(n_test, suite_size - 1)
-    return tuple(sorted(indices[n_test:])), tuple(sorted(indices[:n_test]))
+@attrs.frozen
+class Models:
+    """The model being optimised, and the one that writes prompts (the same one unless --mutation-model)."""
+
+    task: ModelHandle
+    mutation: ModelHandle
+
+    @classmethod
+    def open(cls, prepared: Prepared) -> "Models":
+        settings = prepared.settings
+        task = open_model(prepared.plugins.backends, settings.model_name_or_path, settings)
+        if settings.mutation_model in (None, settings.model_name_or_path):
+            return cls(task, task)
+        return cls(task, open_model(prepared.plugins.backends, settings.mutation_model, settings, "--mutation-model"))
 
 
-def open_model(prepared: Prepared) -> ModelHandle:
-    settings = prepared.settings
-    for backend in (b for _, b in prepared.plugins.backends.items()):
-        if backend.accepts(settings.model_name_or_path):
-            return backend.open(settings.model_name_or_path, settings)
-    known = ", ".join(prepared.plugins.backends.names()) or "none"
-    raise InputError("command line", f"no model backend accepts {settings.model_name_or_path!r} (backends: {known})",
-                     "--model-name-or-path")
-
-
-def make_config(prepared: Prepared, handle: ModelHandle) -> dict:
+def make_config(prepared: Prepared, models: Models) -> dict:
     return {
         "lpb_version": __version__,
         "settings": prepared.settings.to_dict(),
-        "model": handle.description,
+        "model": models.task.description,
+        "mutation_model": models.mutation.description,
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,
@@ -147,47 +169,50 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
         check_resumable(run, settings)
     else:
         run = None
-    handle = open_model(prepared)
-    if settings.max_cost is not None and handle.prices is None:
-        raise InputError("command line", f"no known prices for {handle.description}, so a cost cannot be capped; "
-                         "use --max-tokens or --max-llm-calls", "--max-cost")
+    models = Models.open(prepared)
     run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
-    config = make_config(prepared, handle)
+    config = make_config(prepared, models)
     if settings.continue_run_number is None:
         run.write_config(config)
-    return asyncio.run(_breed_and_close(prepared, run, handle, config))
+    return asyncio.run(_breed_and_close(prepared, run, models, config))
 
 
-async def _breed_and_close(prepared: Prepared, run: RunDirectory, handle: ModelHandle, config: dict) -> dict:
+async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models, config: dict) -> dict:
     """All model work of a run on one event loop: in-process models bind to the loop that first uses them."""
     settings = prepared.settings
     history = run.generations()
-    model = LanguageModel(
-        handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
-        cache=QueryCache(run.path / "cache.sqlite") if settings.cache else None,
-        budget=Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost, handle.prices),
-        usage=history[-1].usage if history else Usage())
+    cache = QueryCache(run.path / "cache.sqlite") if settings.cache else None
+    meter = Meter(Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost),
+                  history[-1].usage if history else Usage())
+    model, mutation_model = (
+        LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter)
+        for handle in (models.task, models.mutation))
     try:
-        return await _breed(prepared, run, model, config, history)
+        return await _breed(prepared, run, model, mutation_model, config, history)
     finally:
         await model.aclose()
+        if models.mutation is not models.task:
+            await mutation_model.aclose()
+        if cache is not None:
+            cache.close()
 
 
-async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, config: dict, history) -> dict:
+async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mutation_model: LanguageModel,
+                 config: dict, history) -> dict:
     settings, manager = prepared.settings, prepared.plugins.manager
     for name, logger in prepared.loggers.items():
         manager.register(logger, name=f"logger:{name}")
     resume_from = history[-1] if history else None
-    train, test = split(len(prepared.suite), settings, prepared.held_out)
+    items = split(len(prepared.suite), settings, prepared.held_out)
     scorer = prepared.plugins.scorers.get(prepared.task.scorer_type)(**prepared.task.scorer_params)
     fitness = FitnessTest(prepared.day_care, prepared.task, scorer, prepared.suite, settings.variants)
     breeder = Breeder(
-        settings=settings, fitness=fitness, model=model,
+        settings=settings, fitness=fitness, model=model, mutation_model=mutation_model,
         strategy=prepared.plugins.selection_strategies.get(settings.selection_strategy),
         operators=prepared.operators, post_operators=prepared.post_operators,
-        similarity_filter=prepared.plugins.similarity_filters.get(settings.similarity_filter), train_indices=train,
-        hooks=manager.hook, write=run.write_generation,
-        wall_before=resume_from.wall_seconds if resume_from else 0.0)
+        similarity_filter=prepared.plugins.similarity_filters.get(settings.similarity_filter),
+        train_indices=items.train, hooks=manager.hook, write=run.write_generation,
+        wall_before=resume_from.wall_seconds if resume_from else 0.0, seeds=prepared.seeds)
     manager.hook.lpb_run_started(event=RunStarted(
         run_dir=run.path, config=config, resumed_after=resume_from.generation if resume_from else None,
         total_generations=settings.evolution_generations, population_size=settings.population_size))
@@ -195,16 +220,20 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, co
     final, stopped_because = await breeder.breed(resume_from)
     history = run.generations()
 
-    test_scores = {}
-    if test and stopped_because == "completed":  # a budget stop spends nothing more
-        held_out = Minibatch("test", test)
-        initial_best, final_best = best_unit(history[0].population), final.best()
-        for label, unit in (("best_unit", final_best), ("initial_best_unit", initial_best)):
-            scored = await fitness.evaluate(unit, held_out, model)
-            test_scores[label] = scored.fitness
-    summary = build_summary(settings, run, config, history, test_scores, len(train), len(test),
+    winner, results, held_out = final.best(), [], None
+    if stopped_because == "completed":  # a budget stop spends nothing more
+        winner, results = await choose_winner(history, fitness, model, items.validation, settings.finalists)
+        if items.test:
+            named = roles(winner, history)
+            units = {u.id: u for record in history for u in record.population}
+            held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test)
+    summary = build_summary(settings, run, config, history, winner, results, held_out, items,
                             usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
-                            stopped_because=stopped_because, cost=model.budget.cost(model.usage))
+                            stopped_because=stopped_because, priced=models_priced(model, mutation_model))
     run.write_summary(summary)
     manager.hook.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
     return summary
+
+
+def models_priced(*models: LanguageModel) -> bool:
+    return all(m.handle.prices is not None for m in models)

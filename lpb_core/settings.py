@@ -52,6 +52,11 @@ class BreedSettings:
     max_tokens: int | None = None
     max_cost: float | None = None  # USD, hosted models with known prices
     cache: bool = True  # reuse results of deterministic queries (SQLite in the run directory)
+    # Beating the user's own prompt:
+    initial_prompts: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # seeds, beside the task's own
+    mutation_model: str | None = None  # writes the prompts; None: the model being optimised does
+    validation_split: float = 0.25  # share of the training items kept back to choose the winner
+    finalists: int = 4  # units of the last generation, by training fitness, compared on the validation items
 
     @property
     def variants(self) -> tuple[str, ...]:

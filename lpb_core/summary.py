@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from lpb_core.finals import INITIAL_BEST, Finalist
+from lpb_core.fitness import Split
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import BreedSettings
-from lpb_core.units import GenerationRecord, Usage
+from lpb_core.units import GenerationRecord, Unit, Usage
 
 
 def operator_statistics(history: list[GenerationRecord]) -> dict:
@@ -34,24 +36,32 @@ def operator_statistics(history: list[GenerationRecord]) -> dict:
 
 
 def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, history: list[GenerationRecord],
-                  test_scores: dict, n_train: int, n_test: int, usage: Usage, wall_seconds: float,
-                  stopped_because: str, cost: float | None = None) -> dict:
+                  winner: Unit, finalists: list[Finalist], held_out: dict | None, items: Split, usage: Usage,
+                  wall_seconds: float, stopped_because: str, priced: bool) -> dict:
     final = history[-1]
-    best = final.best()
+    held_out_units = (held_out or {}).get("units", {})
+    initial_best = next((i for i, u in held_out_units.items() if INITIAL_BEST in u["roles"]), None)
+    validation = {f.unit.id: f.validation_fitness for f in finalists}
     return {
         "task": settings.task,
         "model": config["model"],
+        "mutation_model": config.get("mutation_model"),
         "run_number": run.number,
         "run_dir": str(run.path),
         "generations_completed": final.generation,
         "population_size": len(final.population),
         "stopped_because": stopped_because,
-        "best_unit": best.to_dict(),
-        "best_train_fitness": best.fitness,
-        "best_test_fitness": test_scores.get("best_unit"),
-        "initial_best_test_fitness": test_scores.get("initial_best_unit"),
-        "train_items": n_train,
-        "test_items": n_test,
+        "best_unit": winner.to_dict(),
+        "best_train_fitness": winner.fitness,
+        "best_validation_fitness": validation.get(winner.id),
+        "best_test_fitness": held_out_units[winner.id]["fitness"] if winner.id in held_out_units else None,
+        "initial_best_test_fitness": held_out_units[initial_best]["fitness"] if initial_best else None,
+        "train_items": len(items.train),
+        "validation_items": len(items.validation),
+        "test_items": len(items.test),
+        "finalists": [{"id": f.unit.id, "operator": f.unit.operator, "train_fitness": f.unit.fitness,
+                       "validation_fitness": f.validation_fitness} for f in finalists],
+        "held_out": held_out,
         "fitness_per_generation": [
             {"generation": r.generation, "best": r.best().fitness,
              "mean": round(sum(u.fitness for u in r.population) / len(r.population), 6)}
@@ -59,6 +69,6 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
         ],
         "operator_statistics": operator_statistics(history),
         **usage.to_dict(),
-        "cost_usd": None if cost is None else round(cost, 6),
+        "cost_usd": round(usage.cost_usd, 6) if priced else None,
         "wall_seconds": round(wall_seconds, 3),
     }

@@ -11,6 +11,9 @@ from typing import Any, Mapping
 import attrs
 
 
+SEED = "seed"  # the ``operator`` of a unit whose prompts the user supplied
+
+
 def _frozen_dict(value: Mapping[str, Any] | None) -> dict:
     return dict(value or {})
 
@@ -81,6 +84,7 @@ class Usage:
     completion_tokens: int = 0
     llm_seconds: float = 0.0
     unreadable_answers: int = 0  # fitness answers the scorer could not read (scored as wrong)
+    cost_usd: float = 0.0  # estimated, for the calls of models with known prices
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other))))
@@ -91,6 +95,7 @@ class Usage:
     def to_dict(self) -> dict:
         data = attrs.asdict(self)
         data["llm_seconds"] = round(data["llm_seconds"], 3)
+        data["cost_usd"] = round(data["cost_usd"], 6)
         return data
 
 

@@ -8,7 +8,8 @@ from lpb_core.daycare import load_day_care
 from lpb_core.decoding import parse_decoder
 from lpb_core.llm import LanguageModel
 from lpb_core.plugins import load_plugins
-from lpb_core.run import breed, split
+from lpb_core.fitness import split
+from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN
 
@@ -22,8 +23,10 @@ def settings(day_care, **changes):
 def test_same_seed_same_split_and_minibatches(day_care):
     assert split(10, settings(day_care)) == split(10, settings(day_care))
     assert split(10, settings(day_care)) != split(10, settings(day_care, seed=1))
-    train, test = split(10, settings(day_care))
-    assert len(test) == 2 and not set(train) & set(test)
+    items = split(10, settings(day_care))
+    train, test = items.train, items.test
+    assert len(test) == 2 and len(items.validation) == 2 and len(train) == 6
+    assert sorted(train + items.validation + test) == list(range(10))
 
     breed(settings(day_care))
     breed(settings(day_care))
@@ -31,7 +34,7 @@ def test_same_seed_same_split_and_minibatches(day_care):
     batches = [[json.loads(p.read_text())["minibatch"] for p in sorted(run.glob("generation_*.json"))]
                for run in runs]
     assert batches[0] == batches[1]
-    assert all(len(b) == 3 and not set(b) & set(test) for b in batches[0])
+    assert all(len(b) == 3 and not set(b) & set(test + items.validation) for b in batches[0])
     assert len({tuple(b) for b in batches[0]}) > 1  # a new minibatch each generation
 
 
@@ -52,8 +55,8 @@ def test_contestants_are_scored_on_the_same_items(day_care):
 
 def test_summary_holds_training_and_held_out_fitness(day_care):
     summary = breed(settings(day_care))
-    assert summary["train_items"] == 8 and summary["test_items"] == 2
-    for key in ("best_train_fitness", "best_test_fitness", "initial_best_test_fitness"):
+    assert (summary["train_items"], summary["validation_items"], summary["test_items"]) == (6, 2, 2)
+    for key in ("best_train_fitness", "best_validation_fitness", "best_test_fitness", "initial_best_test_fitness"):
         assert 0.0 <= summary[key] <= 1.0
     assert [g["generation"] for g in summary["fitness_per_generation"]] == [0, 1, 2]
 
@@ -66,10 +69,12 @@ def run_twice(day_care, tmp_path, decoder):
 
     async def go():
         handle = plugins.backends.get("random").open("random", settings(day_care))
-        model = LanguageModel(handle, cache=QueryCache(tmp_path / "cache.sqlite"))
+        cache = QueryCache(tmp_path / "cache.sqlite")
+        model = LanguageModel(handle, cache=cache)
         first = await model.run(template, args, parse_decoder(decoder))
         second = await model.run(template, args, parse_decoder(decoder))
         await model.aclose()
+        cache.close()
         return first, second, model.usage
 
     return asyncio.run(go())
@@ -147,7 +152,7 @@ def test_a_separate_test_suite_replaces_the_split(day_care, tmp_path):
                                     {"text": "Awful.", "gold_sentiment": "negative"},
                                     {"text": "Never again.", "gold_sentiment": "negative"}]))
     summary = breed(settings(day_care, test_suite=held_out, evolution_generations=0))
-    assert summary["train_items"] == 10 and summary["test_items"] == 3
+    assert summary["train_items"] + summary["validation_items"] == 10 and summary["test_items"] == 3
     held_out.write_text(json.dumps([{"text": "Superb."}, {"text": "Awful."}]))
     try:
         breed(settings(day_care, test_suite=held_out))
@@ -158,14 +163,15 @@ def test_a_separate_test_suite_replaces_the_split(day_care, tmp_path):
 
 
 def test_cost_budget_uses_the_model_prices():
-    from lpb_core.llm import Budget, BudgetExhausted
+    from lpb_core.llm import Budget, BudgetExhausted, cost_of
     from lpb_core.units import Usage
 
-    budget = Budget(max_cost=0.01, prices=(1.5, 2.0))
-    assert budget.cost(Usage(prompt_tokens=2000, completion_tokens=1000)) == 0.005
-    budget.check(Usage(prompt_tokens=2000, completion_tokens=1000))
+    budget = Budget(max_cost=0.01)
+    spent = Usage(prompt_tokens=2000, completion_tokens=1000)
+    assert cost_of(spent, (1.5, 2.0)) == 0.005 and cost_of(spent, None) == 0.0
+    budget.check(Usage(cost_usd=cost_of(spent, (1.5, 2.0))))
     try:
-        budget.check(Usage(prompt_tokens=6000, completion_tokens=1000))
+        budget.check(Usage(cost_usd=cost_of(Usage(prompt_tokens=6000, completion_tokens=1000), (1.5, 2.0))))
     except BudgetExhausted as stop:
         assert stop.reason == "max_cost ($0.01) reached"
     else:

@@ -1,0 +1,139 @@
+"""``lpb eval``: score any prompts on a task's items with exactly the fitness test a breed uses.
+
+It is the baseline a user compares a breed against, and the way to check a bred prompt on new data:
+each prompt gets its accuracy with a 95 % interval, and every prompt is compared with the first
+one, item by item (McNemar's exact test), on the same items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import attrs
+
+from lpb_core import files
+from lpb_core.daycare import cross_check, load_day_care, load_suite, raise_all
+from lpb_core.decoding import parse_decoder
+from lpb_core.errors import InputError
+from lpb_core.fitness import FitnessTest, Minibatch, split
+from lpb_core.llm import LanguageModel, open_model, run_all
+from lpb_core.plugins import load_plugins
+from lpb_core.rundir import RunDirectory
+from lpb_core.settings import BreedSettings
+from lpb_core.stats import Accuracy, compare
+from lpb_core.units import Unit
+
+@attrs.frozen
+class Candidate:
+    label: str  # where the prompt came from: "--prompt 1", "RUN_3 best (u0021)", ...
+    unit: Unit
+
+
+@attrs.frozen
+class Scored:
+    candidate: Candidate
+    fitness: float
+    correct: tuple[bool, ...]  # every variant's per-item outcomes, variant after variant
+
+    @property
+    def accuracy(self) -> Accuracy:
+        return Accuracy.of(self.correct)
+
+
+def prompt_units(texts, first_field: str, label: str, where: str, field: str) -> list[Candidate]:
+    """Candidates from prompt texts or {prompt field: text} objects (the forms initial_prompts takes)."""
+    candidates = []
+    for number, entry in enumerate(texts, 1):
+        prompts = {first_field: entry} if isinstance(entry, str) else entry
+        if not isinstance(prompts, dict) or not prompts or not all(isinstance(v, str) and v.strip()
+                                                                     for v in prompts.values()):
+            raise InputError(where, "a prompt must be a non-empty string or an object of prompt fields",
+                             f"{field}[{number - 1}]" if field.startswith("$") else field)
+        candidates.append(Candidate(f"{label} {number}", Unit(id=f"p{number}", prompts=prompts, mutation_prompt="")))
+    return candidates
+
+
+def run_units(run_dir: Path) -> list[Candidate]:
+    """A run's winner, its best initial unit and its seeded units, as summary.json names them."""
+    summary = files.read_json(run_dir / "summary.json")
+    run = RunDirectory(run_dir, None)
+    units = {u.id: u for record in run.generations() for u in record.population}
+    named = {summary["best_unit"]["id"]: ["best"]}
+    for unit_id, entry in ((summary.get("held_out") or {}).get("units") or {}).items():
+        named.setdefault(unit_id, [])
+        named[unit_id] += [r for r in entry["roles"] if r not in named[unit_id]]
+    return [Candidate(f"{run_dir.name} {' and '.join(r.replace('_', ' ') for r in roles)} ({unit_id})",
+                      units[unit_id]) for unit_id, roles in named.items() if unit_id in units]
+
+
+def settings_of_run(run_dir: Path, **changes) -> BreedSettings:
+    """The settings a run was made with (model, seed, split, decoder...), with ``changes`` applied."""
+    saved = files.read_json(run_dir / "config.json").get("settings", {})
+    known = {f.name for f in attrs.fields(BreedSettings)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values.update({k: v for k, v in changes.items() if v is not None})
+    return BreedSettings(**values)
+
+
+def items_of(settings: BreedSettings, which: str, suite_size: int, held_out: int, own_suite: bool) -> tuple[int, ...]:
+    if own_suite:  # --suite: every item of that file
+        return tuple(range(suite_size))
+    items = split(suite_size, settings, held_out)
+    return {"test": items.test, "validation": items.validation, "train": items.train,
+            "all": tuple(range(suite_size))}[which]
+
+
+def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = "test",
+             suite: Path | None = None) -> dict:
+    """Score the candidates on the chosen items; returns what ``lpb eval --json`` prints."""
+    if not candidates:
+        raise InputError("command line", "nothing to score: give --prompt, --prompts-file or --run", "--prompt")
+    plugins = load_plugins(settings.disabled_plugins)
+    day_care = load_day_care(settings.day_care_dir).for_task(settings.task)
+    task = day_care.task(settings.task)
+    if settings.decoder_options_override:
+        override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
+        task = attrs.evolve(task, decoder=override, fitness_decoder=override)
+    suite_path = suite or settings.fitness_test_suite or task.suite_path
+    items = load_suite(suite_path, task)
+    extra = load_suite(settings.test_suite, task) if settings.test_suite and not suite else ()
+    raise_all(cross_check(day_care, task, items + extra, suite_path, plugins, []))
+    for candidate in candidates:
+        unknown = set(candidate.unit.prompts) - set(day_care.breeder.prompt_fields)
+        if unknown:
+            raise InputError(day_care.breeder.path, f"{candidate.label} sets {sorted(unknown)[0]!r}, which is not one "
+                             f"of prompt_fields ({', '.join(day_care.breeder.prompt_fields)})", "$.prompt_fields")
+    indices = items_of(settings, which, len(items) + len(extra), len(extra), suite is not None)
+    if not indices:
+        raise InputError("command line", f"no {which} items to score with these split settings", "--items")
+    scorer = plugins.scorers.get(task.scorer_type)(**task.scorer_params)
+    fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
+    handle = open_model(plugins.backends, settings.model_name_or_path, settings)
+    scored = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
+    baseline = scored[0]
+    return {
+        "task": settings.task,
+        "model": handle.description,
+        "items": which if suite is None else str(suite),
+        "item_count": len(indices),
+        "variants": list(settings.variants),
+        "prompts": [{"label": s.candidate.label, "prompts": dict(s.candidate.unit.prompts),
+                     "context": len(s.candidate.unit.context), "fitness": s.fitness, "accuracy": s.accuracy.value,
+                     "interval_95": list(s.accuracy.interval), "correct": list(s.correct)} for s in scored],
+        "comparisons": [{"a": s.candidate.label, "b": baseline.candidate.label,
+                         **compare(s.correct, baseline.correct).to_dict(),
+                         "sentence": compare(s.correct, baseline.correct).sentence("items")}
+                        for s in scored[1:]],
+    }
+
+
+async def _score_all(fitness: FitnessTest, handle, settings: BreedSettings, candidates: list[Candidate],
+                     batch: Minibatch) -> list[Scored]:
+    model = LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size)
+    try:
+        evaluations = await run_all(fitness.evaluate_items(c.unit, batch, model) for c in candidates)
+    finally:
+        await model.aclose()
+    return [Scored(c, e.unit.fitness, tuple(x for v in fitness.variants for x in e.correct[v]))
+            for c, e in zip(candidates, evaluations)]

@@ -1,0 +1,184 @@
+"""The user's own prompts in a breed: seeds in generation 0, the winner chosen on validation items,
+held-out comparisons with those prompts, `lpb eval`, and a separate model that writes the prompts."""
+
+import json
+
+import pytest
+
+from lpb_core.errors import InputError
+from lpb_core.hookspecs import hookimpl
+from lpb_core.run import breed
+from lpb_core.settings import BreedSettings
+from tests.conftest import QUICK_RUN
+
+MINE = "Is this review positive or negative?"
+OTHER = "Judge the review."
+
+
+def settings(day_care, **changes):
+    base = dict(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=4,
+                evolution_generations=2, fitness_batch_size=3, test_split=0.2, validation_split=0.25, loggers=())
+    return BreedSettings(**{**base, **changes})
+
+
+def generation(day_care, n, run=0):
+    return json.loads((day_care / "sentiment" / f"RUN_{run}" / f"generation_{n:03d}.json").read_text())
+
+
+def test_initial_prompts_become_seeded_units_of_generation_zero(day_care):
+    task_file = day_care / "sentiment" / "task_description.json"
+    task = json.loads(task_file.read_text())
+    task["initial_prompts"] = [OTHER, {"task_prompt": "Positive or negative?"}]
+    task_file.write_text(json.dumps(task))
+    summary = breed(settings(day_care, initial_prompts=(MINE, OTHER)))  # OTHER twice: kept once
+    units = generation(day_care, 0)["population"]
+    seeded = [(u["id"], u["prompts"]["task_prompt"]) for u in units if u["operator"] == "seed"]
+    assert seeded == [("u0000", OTHER), ("u0001", "Positive or negative?"), ("u0002", MINE)]
+    assert [u["operator"] for u in units[3:]] == ["initial"]
+    config = json.loads((day_care / "sentiment" / "RUN_0" / "config.json").read_text())
+    assert config["settings"]["initial_prompts"] == [MINE, OTHER]
+    held_out = summary["held_out"]["units"]
+    assert {"u0000", "u0001", "u0002"} <= {i for i, u in held_out.items() if "seed" in u["roles"]}
+
+
+def test_the_winner_is_chosen_on_validation_items_and_never_below_a_seed(day_care):
+    summary = breed(settings(day_care, initial_prompts=(MINE,), evolution_generations=3, finalists=2))
+    finalists = {f["id"]: f for f in summary["finalists"]}
+    assert "u0000" in finalists  # the seed always competes in the final
+    best = summary["best_unit"]["id"]
+    assert summary["best_validation_fitness"] == finalists[best]["validation_fitness"]
+    assert summary["best_validation_fitness"] == max(f["validation_fitness"] for f in finalists.values())
+    assert summary["best_validation_fitness"] >= finalists["u0000"]["validation_fitness"]
+    assert summary["validation_items"] == 2
+    # Held-out items stay untouched by choosing: no validation item is a test item.
+    held_out = summary["held_out"]
+    assert len(held_out["items"]) == summary["test_items"] == 2
+    for unit in held_out["units"].values():
+        assert len(unit["correct"]["no_cot"]) == 2
+    comparisons = {c["b"]: c for c in held_out["comparisons"]}
+    assert "u0000" in comparisons or best == "u0000"
+    for comparison in comparisons.values():
+        assert comparison["a"] == best and 0.0 <= comparison["p_value"] <= 1.0
+        assert " on 2 held-out items: " in comparison["sentence"]
+
+
+def test_without_validation_items_the_fittest_of_the_last_generation_wins(day_care):
+    summary = breed(settings(day_care, validation_split=0.0))
+    assert summary["validation_items"] == 0 and summary["finalists"] == []
+    last = generation(day_care, 2)
+    fittest = max(last["population"], key=lambda u: u["fitness"])
+    assert summary["best_unit"]["id"] == fittest["id"]
+
+
+def test_seed_prompts_that_cannot_work_are_bad_input(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, *["--initial-prompt", "x"] * 1,
+                 "--initial-prompt", "y", "--initial-prompt", "z", "--initial-prompt", "w", "--initial-prompt", "v")
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: command line: --population-size: 5 initial prompts do not fit a "
+                                     "population of 4")
+    task_file = day_care / "sentiment" / "task_description.json"
+    task = json.loads(task_file.read_text())
+    task["initial_prompts"] = [{"system_prompt": "Be brief."}]
+    task_file.write_text(json.dumps(task))
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert result.exit_code == 2
+    assert f"{task_file}: $.initial_prompts[0].system_prompt: unknown prompt field" in result.output
+    task["initial_prompts"] = [""]
+    task_file.write_text(json.dumps(task))
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert result.exit_code == 2 and f"{task_file}: $.initial_prompts[0]" in result.output
+    assert not list((day_care / "sentiment").glob("RUN_*"))
+
+
+def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care):
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                 "--prompt", MINE, "--prompt", OTHER, "--items", "all", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["item_count"] == 10 and [p["label"] for p in report["prompts"]] == ["--prompt 1", "--prompt 2"]
+    for row in report["prompts"]:
+        assert len(row["correct"]) == 10
+        assert row["accuracy"] == sum(row["correct"]) / 10
+        low, high = row["interval_95"]
+        assert 0.0 <= low <= row["accuracy"] <= high <= 1.0
+    (comparison,) = report["comparisons"]
+    assert comparison["a"] == "--prompt 2" and comparison["b"] == "--prompt 1"
+    assert comparison["sentence"].startswith(f"{report['prompts'][1]['accuracy']:.3f} vs ")
+
+    text = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+               "--prompt", MINE, "--prompt", OTHER)
+    assert text.exit_code == 0, text.output
+    assert "2 prompt(s) on 2 test items of task 'sentiment'" in text.output
+    assert "2 vs 1: " in text.output and "[" in text.output
+
+
+def test_eval_of_a_run_reproduces_its_held_out_scores(lpb, day_care):
+    summary = breed(settings(day_care, initial_prompts=(MINE,)))
+    run_dir = day_care / "sentiment" / "RUN_0"
+    result = lpb("eval", "--run", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    held_out = summary["held_out"]
+    assert report["item_count"] == len(held_out["items"])
+    by_id = {row["label"].rsplit("(", 1)[1].rstrip(")"): row for row in report["prompts"]}
+    assert set(by_id) == set(held_out["units"])
+    for unit_id, unit in held_out["units"].items():
+        assert by_id[unit_id]["fitness"] == unit["fitness"]
+        assert by_id[unit_id]["correct"] == unit["correct"]["no_cot"]
+
+
+def test_eval_needs_something_to_score(lpb, day_care):
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random")
+    assert result.exit_code == 2
+    assert "nothing to score" in result.output
+
+
+class SpyBackend:
+    """The random model under another name, remembering every prompt it was asked to complete."""
+
+    def __init__(self, name):
+        self.name, self.seen = name, []
+
+    def accepts(self, model_name):
+        return model_name == self.name
+
+    def open(self, model_name, settings):
+        from lpb_plugins.backends import RandomBackend
+
+        handle = RandomBackend().open("random", settings)
+        count = handle.count_tokens
+
+        def counting(text):
+            self.seen.append(text)
+            return count(text)
+
+        import attrs
+
+        return attrs.evolve(handle, description=self.name, count_tokens=counting)
+
+
+def test_a_separate_mutation_model_writes_the_prompts(day_care):
+    task_model, writer = SpyBackend("spy-task"), SpyBackend("spy-writer")
+
+    class Spies:
+        @hookimpl
+        def lpb_register_model_backends(self, register):
+            register(task_model)
+            register(writer)
+
+    summary = breed(settings(day_care, model_name_or_path="spy-task", mutation_model="spy-writer"),
+                    extra_plugins=[Spies()])
+    assert summary["model"] == "spy-task" and summary["mutation_model"] == "spy-writer"
+    # Fitness prompts show a review; the prompt-writing templates of the tiny day care never do, and have
+    # markers of their own.
+    markers = ("Instruction:", "Hint:", "Mutant:", "Descending order of score", "Advice:", "Improved:")
+    assert any("Review:" in text for text in task_model.seen)
+    assert not any(marker in text for text in task_model.seen for marker in markers)
+    assert any("Instruction:" in text for text in writer.seen)
+    assert not any("Review:" in text for text in writer.seen)
+
+
+def test_an_unknown_mutation_model_is_bad_input(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--mutation-model", "no-such-model")
+    assert result.exit_code == 2
+    assert "command line: --mutation-model: no model backend accepts 'no-such-model'" in result.output
