@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 import traceback
 from importlib import resources
 from pathlib import Path
 
+import attrs
 import click
 
-from lpb_core.errors import InputError, InputErrors, PluginError
+from lpb_core.errors import BreedError, InputError, PluginError, RunFailed, problems_in
 from lpb_core.settings import BreedSettings
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
@@ -126,17 +128,55 @@ def breed(**options):
     _breed(**options)
 
 
+# Options of `lpb breed` whose settings field has another name (every other option is named as its field).
+_FIELD_OF_OPTION = {"disable_plugin": "disabled_plugins", "logger": "loggers", "test_nocot": "test_no_cot",
+                    "endpoint": "endpoints", "initial_prompt": "initial_prompts"}
+
+
+def settings_from_options(**options) -> BreedSettings:
+    """The settings `lpb breed` runs with, from its parsed options."""
+    fields = {_FIELD_OF_OPTION.get(k, k): v for k, v in options.items() if v is not None}
+    fields["loggers"] = ("console", *fields.get("loggers", ()))
+    fields.setdefault("day_care_dir", default_day_care())
+    return BreedSettings(**fields)
+
+
+def resume_command(settings: BreedSettings) -> str:
+    """The `lpb breed` command line that gives exactly these settings (options left at their defaults are left out)."""
+    words = ["lpb", "breed"]
+    for param in breed.params:
+        field = _FIELD_OF_OPTION.get(param.name, param.name)
+        value = getattr(settings, field)
+        if field == "loggers":
+            value = tuple(v for v in value if v != "console")
+        if field == "day_care_dir" and value == default_day_care():
+            continue
+        if isinstance(value, tuple) and not param.multiple:  # comma-separated, like --operators
+            value = ",".join(value)
+        default = param.default() if callable(param.default) else param.default
+        if value in (default, None, ()) or (param.is_flag and not value and not param.secondary_opts):
+            continue
+        if param.is_flag:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.multiple:
+            words += [w for v in value for w in (param.opts[0], str(v))]
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
 @report_errors
-def _breed(verbose, disable_plugin, logger, test_cot, test_nocot, endpoint, initial_prompt, **options):
+def _breed(**options):
     from lpb_core.run import breed as run_breed
 
-    settings = BreedSettings(
-        **{k: v for k, v in options.items() if v is not None},
-        **({"day_care_dir": default_day_care()} if options.get("day_care_dir") is None else {}),
-        test_cot=test_cot, test_no_cot=test_nocot, verbose=verbose, disabled_plugins=disable_plugin, endpoints=endpoint,
-        loggers=("console", *logger), initial_prompts=initial_prompt,
-    )
-    summary = run_breed(settings)
+    settings = settings_from_options(**options)
+    try:
+        summary = run_breed(settings)
+    except RunFailed as failed:
+        if failed.run_number is None:  # --debug-mode: nothing to resume
+            raise
+        resume = resume_command(attrs.evolve(settings, continue_run_number=failed.run_number))
+        raise BreedError(f"{failed.reason}; the run is saved: resume with {resume}") from failed
     best = summary["best_unit"]
     click.echo(f"\nBest prompt ({best['id']}, born in generation {best['born']} by {best['operator']}):")
     for field, text in best["prompts"].items():
@@ -248,18 +288,24 @@ def plugins(as_json, disable_plugin):
 
 @report_errors
 def _plugins(as_json, disable_plugin):
+    """Broken plugins are listed with what is wrong, and make the exit code 2."""
     from lpb_core.plugins import describe, load_plugins
 
-    rows = describe(load_plugins(disable_plugin))
+    rows = describe(load_plugins(disable_plugin, strict=False))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']} ({row['distribution'] or 'not from a distribution'} {row['version'] or ''})".rstrip())
-        for kind, names in row["registers"].items():
-            click.echo(f"  {kind}: {', '.join(names)}")
-        if not row["registers"]:
-            click.echo(f"  hooks: {', '.join(row['hooks'])}")
+    else:
+        for row in rows:
+            source = f"{row['distribution']} {row['version']}" if row["distribution"] else "not from a distribution"
+            click.echo(f"{row['name']} ({source}){'' if row['ok'] else ' BROKEN'}")
+            for kind, names in row["registers"].items():
+                click.echo(f"  {kind}: {', '.join(names)}")
+            if not row["registers"] and row["hooks"]:
+                click.echo(f"  hooks: {', '.join(row['hooks'])}")
+            for problem in row["problems"]:
+                click.echo(f"  broken: {problem}")
+    if not all(row["ok"] for row in rows):
+        sys.exit(2)
 
 
 @cli.command()
@@ -278,21 +324,19 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
     from lpb_core.daycare import load_day_care
     from lpb_core.run import prepare
 
-    problems: list[InputError] = []
+    problems: list[Exception] = []
     try:
-        tasks = [task] if task else sorted(load_day_care(day_care_dir).tasks)
+        tasks = [task] if task else load_day_care(day_care_dir).task_names()
     except InputError as exc:
-        tasks, problems = [], [exc]
+        tasks, problems = [], problems_in(exc)
     if not tasks and not problems:
         problems.append(InputError(day_care_dir, "no task folder with a task_description.json"))
     for name in tasks:
         try:
             prepare(BreedSettings(task=name, day_care_dir=day_care_dir, fitness_test_suite=fitness_test_suite,
                                   operators=operators, disabled_plugins=disable_plugin, loggers=()))
-        except InputErrors as exc:
-            problems.extend(exc.errors)
-        except InputError as exc:
-            problems.append(exc)
+        except (InputError, PluginError) as exc:
+            problems.extend(problems_in(exc))
     if problems:
         for problem in dict.fromkeys(map(str, problems)):
             click.echo(f"Error: {problem}", err=True)
@@ -306,7 +350,13 @@ def main():
     from lpb_core.plugins import get_plugin_manager
 
     try:
-        get_plugin_manager().hook.lpb_register_commands(cli=cli)
-    except Exception as exc:  # reported again, with exit code 2, by the command that needs plugins
-        click.echo(f"Warning: plugin commands unavailable: {exc}", err=True)
+        manager = get_plugin_manager()
+    except InputError:  # not reachable without --disable-plugin; `lpb plugins` reports broken plugins
+        manager = None
+    if manager is not None:
+        before = {name: len(found) for name, found in manager.problems.items()}
+        manager.call_registration("lpb_register_commands", cli=cli)
+        for name, found in manager.problems.items():
+            for problem in found[before.get(name, 0):]:
+                click.echo(f"Warning: {problem}", err=True)
     cli(prog_name="lpb")

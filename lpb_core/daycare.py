@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import hjson
 
 from lpb_core import files
 from lpb_core.decoding import Decoder, parse_decoder
-from lpb_core.errors import InputError, InputErrors
+from lpb_core.errors import InputError, InputErrors, problems_in
+from lpb_core.templates import Template
 
 FITNESS_TEMPLATE = "fitness_test_template"
 INITIAL_TEMPLATE = "initial_prompt_gen"
@@ -27,25 +28,6 @@ DEFAULT_MUTATION_DECODER = "sample(temperature=0.8)"
 DEFAULT_FITNESS_DECODER = "argmax"
 # Arguments the engine itself can hand to the fitness template, besides prompt fields and suite fields.
 FITNESS_BUILTIN_ARGS = frozenset({"CoT", "task_description", "examples"})
-
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)")
-_LOCAL_NAMES = re.compile(r"^\s*for\s+([A-Za-z_][\w\s,]*?)\s+in\b|^\s*([A-Za-z_]\w*)\s*=(?!=)", re.MULTILINE)
-
-
-@attrs.frozen
-class Template:
-    name: str
-    code: str
-    args: tuple[str, ...]
-
-    def placeholders(self) -> set[str]:
-        """Names used as {name} in prompt strings that are neither arguments nor bound inside the template."""
-        local = set()
-        for loop_targets, assigned in _LOCAL_NAMES.findall(self.code):
-            local.update(n.strip() for n in loop_targets.split(",") if n.strip())
-            if assigned:
-                local.add(assigned)
-        return set(_PLACEHOLDER.findall(self.code)) - local
 
 
 @attrs.frozen
@@ -87,13 +69,20 @@ class DayCare:
     mutation_prompts: tuple[str, ...]
     thinking_styles: tuple[str, ...]
     tasks: dict  # name -> Task
+    broken_tasks: dict = attrs.field(factory=dict)  # name -> the InputErrors its task_description.json has
 
     def task(self, name: str) -> Task:
+        if name in self.broken_tasks:
+            raise self.broken_tasks[name]
         if name not in self.tasks:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise InputError(self.root, f"no task folder {name!r} with a task_description.json; tasks here: {known}",
                              "--task")
         return self.tasks[name]
+
+    def task_names(self) -> list[str]:
+        """Every task folder, loadable or not."""
+        return sorted({*self.tasks, *self.broken_tasks})
 
     def for_task(self, name: str) -> "DayCare":
         """This day care as one task sees it: a task folder's own breeder.lmql overrides the shared entries."""
@@ -104,7 +93,10 @@ class DayCare:
 
 
 def load_breeder(path: Path, base: Breeder | None = None) -> Breeder:
-    """Read a breeder.lmql; with ``base``, it is a task's own file whose entries add to or replace the base's."""
+    """Read a breeder.lmql; with ``base``, it is a task's own file whose entries add to or replace the base's.
+
+    Every problem in the file is raised at once.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -121,22 +113,26 @@ def load_breeder(path: Path, base: Breeder | None = None) -> Breeder:
         schema = {k: v for k, v in schema.items() if k != "required"}
     problems = files.schema_errors(spec, schema, path)
     if problems:
-        raise problems[0]
+        raise InputErrors(problems)
     templates = dict(base.templates) if base else {}
     for key, value in spec.items():
         if key.endswith("_args") or key in ("prompt_fields", "hyper_mutation_prompts"):
             continue
         if not isinstance(value, str) or not value.strip():
-            raise InputError(path, "a template must be a non-empty LMQL string", files.json_path([key]))
-        if f"{key}_args" not in spec:  # each template states its arguments next to it
-            raise InputError(path, f"missing (expected the list of {key}'s arguments)", files.json_path([f"{key}_args"]))
-        if value.lstrip().startswith("{decoder_options}"):
-            raise InputError(path, "drop the leading {decoder_options} and the `from` clause: lpb adds the decoder "
-                             "and the model itself", files.json_path([key]))
-        templates[key] = Template(key, _dedent(value), tuple(spec[f"{key}_args"]))
+            problems.append(InputError(path, "a template must be a non-empty LMQL string", files.json_path([key])))
+        elif f"{key}_args" not in spec:  # each template states its arguments next to it
+            problems.append(InputError(path, f"missing (expected the list of {key}'s arguments)",
+                                       files.json_path([f"{key}_args"])))
+        elif value.lstrip().startswith("{decoder_options}"):
+            problems.append(InputError(path, "drop the leading {decoder_options} and the `from` clause: lpb adds the "
+                                       "decoder and the model itself", files.json_path([key])))
+        else:
+            templates[key] = Template(key, _dedent(value), tuple(spec[f"{key}_args"]), source=path)
     for key in spec:
         if key.endswith("_args") and key[: -len("_args")] not in spec:
-            raise InputError(path, f"no template {key[:-5]!r} for these arguments", files.json_path([key]))
+            problems.append(InputError(path, f"no template {key[:-5]!r} for these arguments", files.json_path([key])))
+    if problems:
+        raise InputErrors(problems)
     extra = {"prompt_fields": base.prompt_fields, "hyper_mutation_prompts": base.hyper_mutation_prompts} if base else {}
     if "prompt_fields" in spec:
         extra["prompt_fields"] = tuple(spec["prompt_fields"])
@@ -155,8 +151,6 @@ def _plain(value: Any) -> Any:
 
 
 def _dedent(code: str) -> str:
-    import textwrap
-
     return textwrap.dedent(code).strip("\n")
 
 
@@ -172,15 +166,23 @@ def load_task(folder: Path) -> Task:
     files.check(data, "task_description", path)
     scorer = dict(data["fitness_scorer"])
     scorer_type = scorer.pop("type")
+    problems, decoders = [], {}
+    for field, default in (("decoder_options", DEFAULT_MUTATION_DECODER),
+                           ("fitness_decoder_options", DEFAULT_FITNESS_DECODER)):
+        try:
+            decoders[field] = parse_decoder(data.get(field, default), str(path), f"$.{field}")
+        except InputError as exc:
+            problems.append(exc)
+    if problems:
+        raise InputErrors(problems)
     return Task(
         name=folder.name,
         folder=folder,
         description=data["task_description"],
         scorer_type=scorer_type,
         scorer_params=scorer,
-        decoder=parse_decoder(data.get("decoder_options", DEFAULT_MUTATION_DECODER), str(path), "$.decoder_options"),
-        fitness_decoder=parse_decoder(data.get("fitness_decoder_options", DEFAULT_FITNESS_DECODER), str(path),
-                                      "$.fitness_decoder_options"),
+        decoder=decoders["decoder_options"],
+        fitness_decoder=decoders["fitness_decoder_options"],
         fixed_system_prompt=data.get("fixed_system_prompt"),
         answer_variable=data.get("answer_variable", "ANSWER"),
         reasoning_variable=data.get("reasoning_variable", "REASONING"),
@@ -190,94 +192,89 @@ def load_task(folder: Path) -> Task:
 
 
 def load_day_care(root: Path | str) -> DayCare:
-    """Load the shared files and every task folder; the first problem found is raised."""
+    """Load the shared files and every task folder.
+
+    Problems in the shared files are raised all at once (with those of the task files); a task whose
+    task_description.json is broken is kept aside, so other tasks stay usable and ``task(name)`` says why.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "not a directory (expected a day care folder)", "--day-care-dir")
-    tasks = {}
+    tasks, broken = {}, {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if (folder / "task_description.json").exists():
-            tasks[folder.name] = load_task(folder)
-    return DayCare(
-        root=root,
-        breeder=load_breeder(root / "breeder.lmql"),
-        mutation_prompts=load_string_list(root / "mutation_prompts.json", "mutation_prompts"),
-        thinking_styles=load_string_list(root / "thinking_styles.json", "thinking_styles"),
-        tasks=tasks,
-    )
+            try:
+                tasks[folder.name] = load_task(folder)
+            except InputError as exc:
+                broken[folder.name] = InputErrors([exc])
+    shared, problems = {}, []
+    for key, load in (("breeder", lambda: load_breeder(root / "breeder.lmql")),
+                      ("mutation_prompts", lambda: load_string_list(root / "mutation_prompts.json", "mutation_prompts")),
+                      ("thinking_styles", lambda: load_string_list(root / "thinking_styles.json", "thinking_styles"))):
+        try:
+            shared[key] = load()
+        except InputError as exc:
+            problems.extend(problems_in(exc))
+    if problems:
+        raise InputErrors(problems + [e for name in sorted(broken) for e in broken[name].errors])
+    return DayCare(root=root, tasks=tasks, broken_tasks=broken, **shared)
+
+
+def read_suite(path: Path) -> tuple[dict, ...]:
+    """A suite file's items, checked against the suite schema (not yet against a task)."""
+    items = files.read_json(path)
+    files.check(items, "fitness_test_suite", path)
+    return tuple(items)
+
+
+def gold_label_problems(items: tuple[dict, ...], task: Task, path: Path) -> list[InputError]:
+    """Items without the task's gold label: the first one named, the others counted."""
+    lacking = [index for index, item in enumerate(items) if task.gold_field not in item]
+    if not lacking:
+        return []
+    others = f"; {len(lacking) - 1} more item(s) lack it too" if len(lacking) > 1 else ""
+    return [InputError(path, f"missing its gold label (suite items need {task.gold_field!r}){others}",
+                       files.json_path([lacking[0], task.gold_field]))]
 
 
 def load_suite(path: Path, task: Task) -> tuple[dict, ...]:
     """The fitness suite, each item checked for its gold label."""
-    items = files.read_json(path)
-    files.check(items, "fitness_test_suite", path)
-    for index, item in enumerate(items):
-        if task.gold_field not in item:
-            raise InputError(path, f"missing its gold label (suite items need {task.gold_field!r})",
-                             files.json_path([index, task.gold_field]))
-    return tuple(items)
+    items = read_suite(path)
+    problems = gold_label_problems(items, task, path)
+    if problems:
+        raise problems[0]
+    return items
 
 
-def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_path: Path, plugins,
-                operator_names: list[str]) -> list[InputError]:
-    """Problems that only show when files are read together: every one, not just the first."""
+def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_path: Path) -> list[InputError]:
+    """Problems that only show when the day care's files are read together: every one, not just the first.
+
+    Checks that need plugins (scorer parameters, operator arguments, compiling templates) are in
+    ``lpb_core.preflight``.
+    """
     problems: list[InputError] = []
     breeder = day_care.breeder
-    bpath = breeder.path
 
     for template in breeder.templates.values():
         for name in sorted(template.placeholders() - set(template.args)):
-            problems.append(InputError(bpath, f"template uses {{{name}}} but {template.name}_args does not list it",
-                                       files.json_path([template.name])))
+            problems.append(InputError(template.source or breeder.path, f"template uses {{{name}}} but "
+                                       f"{template.name}_args does not list it", files.json_path([template.name])))
 
     fitness = breeder.templates[FITNESS_TEMPLATE]
     provided = set(breeder.prompt_fields) | FITNESS_BUILTIN_ARGS
     if task.fixed_system_prompt is not None:
         provided.add("system_prompt")
     for index, arg in enumerate(fitness.args):
-        if arg in provided:
+        if arg in provided or not suite:
             continue
         lacking = [i for i, item in enumerate(suite) if arg not in item]
         if len(lacking) == len(suite):
             problems.append(InputError(
-                bpath, f"{arg!r} is provided by no suite field of {suite_path.name}, prompt field "
-                f"({', '.join(breeder.prompt_fields)}) or built-in argument ({', '.join(sorted(FITNESS_BUILTIN_ARGS))})",
-                files.json_path([f"{FITNESS_TEMPLATE}_args", index])))
+                fitness.source or breeder.path, f"{arg!r} is provided by no suite field of {suite_path.name}, prompt "
+                f"field ({', '.join(breeder.prompt_fields)}) or built-in argument "
+                f"({', '.join(sorted(FITNESS_BUILTIN_ARGS))})", files.json_path([f"{FITNESS_TEMPLATE}_args", index])))
         elif lacking:  # some items have it: those without are the mistake
             problems.append(InputError(
                 suite_path, f"missing (the fitness template needs it; {len(lacking)} item(s) lack it)",
                 files.json_path([lacking[0], arg])))
-
-    where = str(task.description_file)
-    try:
-        scorer_class = plugins.scorers.get(task.scorer_type, where, "$.fitness_scorer.type")
-    except InputError as exc:
-        problems.append(exc)
-    else:
-        # The scorer's parameters sit under fitness_scorer in the file, so that is where errors point.
-        for error in files.schema_errors(task.scorer_params, scorer_class.params_schema, where):
-            problems.append(InputError(where, error.message, "$.fitness_scorer" + error.field[1:]))
-
-    from lpb_core.operators import BASE_ARGS, operator_templates  # operators.py imports this module
-
-    for name in operator_names:
-        try:
-            operator = plugins.operators.get(name, "--operators")
-        except InputError as exc:
-            problems.append(exc)
-            continue
-        allowed = BASE_ARGS | set(breeder.prompt_fields) | set(getattr(operator, "provides", ()))
-        for template in (breeder.templates.get(t) for t in operator_templates(operator)):
-            if template is None:
-                continue  # the caller decides: a missing template disables the operator, or is an error
-            for index, arg in enumerate(template.args):
-                if arg not in allowed:
-                    problems.append(InputError(
-                        bpath, f"operator {name!r} cannot provide {arg!r}; it provides: {', '.join(sorted(allowed))}",
-                        files.json_path([f"{template.name}_args", index])))
     return problems
-
-
-def raise_all(problems: list[InputError]) -> None:
-    if problems:
-        raise InputErrors(problems)

@@ -14,13 +14,13 @@ from typing import Callable
 import attrs
 
 from lpb_core.daycare import INITIAL_TEMPLATE
-from lpb_core.errors import BreedError
+from lpb_core.errors import BreedError, ModelError, PluginFailure
 from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
 from lpb_core.fitness import FitnessTest, Minibatch
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
-from lpb_core.operators import Mutation, MutationContext, OperatorSkipped, clean_prompt
+from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
 from lpb_core.settings import BreedSettings
-from lpb_core.units import SEED, Birth, Contest, GenerationRecord, Unit, best_unit
+from lpb_core.units import SEED, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
 
 
 @attrs.define
@@ -34,7 +34,7 @@ class Breeder:
     post_operators: list  # enabled operators of stage "post", applied to every child in order
     similarity_filter: object  # a registered similarity filter, for the EDA operators
     train_indices: tuple[int, ...]
-    hooks: object  # the run's plugin manager hook relay, for events
+    hooks: object  # the run's event hooks (lpb_core.plugins.EventHooks)
     write: Callable[[GenerationRecord], object]  # persists a finished generation
     seeds: tuple[dict, ...] = ()  # the user's own prompts for generation 0, each {prompt field: text}
     wall_before: float = 0.0  # wall seconds of earlier sessions of a resumed run
@@ -42,11 +42,14 @@ class Breeder:
     async def breed(self, resume_from: GenerationRecord | None) -> tuple[GenerationRecord, str]:
         """Breed until the last generation or the budget; returns the last finished generation and why it stopped."""
         started = time.perf_counter()
-        record = resume_from
+        record, generation = resume_from, 0
         try:
             record = record or await self.initialise(started)
             for generation in range(record.generation + 1, self.settings.evolution_generations + 1):
                 record = await self.evolve(record, generation, started)
+        except PluginFailure as failure:
+            failure.when = failure.when or f"in generation {generation}"
+            raise
         except BudgetExhausted as exhausted:
             if record is None:
                 raise BreedError(f"the budget ran out before the initial population was scored: {exhausted.reason}; "
@@ -76,8 +79,11 @@ class Breeder:
         batch = self.minibatch(generation)
         # Contestants must be compared on the same items, so units scored on another minibatch are rescored.
         population = await self.evaluate_all(list(previous.population), batch, generation)
-        contests = self.strategy.contests(tuple(population), self.rng("select", generation))
-        check_contests(contests, population, self.strategy)
+        try:
+            contests = self.strategy.contests(tuple(population), self.rng("select", generation))
+        except Exception as exc:
+            raise PluginFailure.raised("selection strategy", self.strategy.name, exc) from exc
+        check_contests(contests, population, self.strategy)  # before anything is spent on them
         cycle = previous.operator_cycle
         chosen = []
         for k in range(len(contests)):
@@ -91,10 +97,11 @@ class Breeder:
             self.make_child(by_id[contest.winner], f"u{previous.next_unit_number + k:04d}", operator,
                             tuple(population), previous, generation, k)
             for k, (contest, operator) in enumerate(zip(contests, chosen))))
-        children = await self.evaluate_all([child for child, _ in made], batch, generation)
+        children = await self.evaluate_all([child for child, *_ in made], batch, generation)
         births = []
-        for contest, child, (_, applied) in zip(contests, children, made):
-            births.append(Birth(contest=contest, child=child.id, operator=applied[0], post_operators=applied[1:]))
+        for contest, child, (_, applied, notes) in zip(contests, children, made):
+            births.append(Birth(contest=contest, child=child.id, operator=applied[0], post_operators=applied[1:],
+                                notes=notes))
             self.hooks.lpb_mutation_applied(event=MutationApplied(
                 generation=generation, operator=applied[0], parent=by_id[contest.winner], child=child,
                 replaced=contest.loser))
@@ -104,31 +111,33 @@ class Breeder:
                            previous.next_unit_number + len(contests), cycle, started)
 
     async def make_child(self, parent: Unit, child_id: str, operator, population: tuple[Unit, ...],
-                         previous: GenerationRecord, generation: int, k: int) -> tuple[Unit, tuple[str, ...]]:
-        """A mutated copy of ``parent``; returns it and the names of the operators that acted."""
+                         previous: GenerationRecord, generation: int, k: int) -> tuple[Unit, tuple[str, ...], dict]:
+        """A mutated copy of ``parent``; returns it, the names of the operators that acted and their notes."""
         rng = self.rng("mutate", generation, k)
         # An operator that cannot act on this parent hands over to the others, in a seeded order.
         fallbacks = [op for op in self.operators if op is not operator]
         rng.shuffle(fallbacks)
         child = attrs.evolve(parent, id=child_id, parents=(parent.id,), born=generation, fitness=None, scores={},
                              scored_on=None, workings=(), operator="")
-        applied = []
+        applied, notes = [], {}
         for candidate in [operator, *fallbacks]:
             try:
-                mutation = await candidate.mutate(self.context(parent, population, previous, generation, rng))
+                mutation = await mutate(candidate, self.context(parent, population, previous, generation, rng))
             except OperatorSkipped:
                 continue
             child = apply(child, mutation, candidate.name)
             applied.append(candidate.name)
+            notes.update({candidate.name: dict(mutation.notes)} if mutation.notes else {})
             break
         else:
             raise BreedError(f"no enabled operator could mutate unit {parent.id}")
         for post in self.post_operators:
-            mutation = await post.mutate(self.context(child, population, previous, generation, rng))
+            mutation = await mutate(post, self.context(child, population, previous, generation, rng))
             if mutation is not None:
                 child = apply(child, mutation, None)
                 applied.append(post.name)
-        return attrs.evolve(child, operator=applied[0]), tuple(applied)
+                notes.update({post.name: dict(mutation.notes)} if mutation.notes else {})
+        return attrs.evolve(child, operator=applied[0]), tuple(applied), notes
 
     def context(self, parent, population, previous, generation, rng) -> MutationContext:
         return MutationContext(
@@ -222,8 +231,21 @@ def apply(unit: Unit, mutation: Mutation, operator: str | None) -> Unit:
 
 
 def check_contests(contests: list[Contest], population: list[Unit], strategy) -> None:
-    ids = {u.id for u in population}
-    losers = [c.loser for c in contests]
-    if any(c.winner not in ids or c.loser not in ids for c in contests) or len(set(losers)) != len(losers):
-        raise BreedError(f"selection strategy {strategy.name!r} returned contests with unknown units or a unit "
-                         f"that loses twice: {contests}")
+    problem = contest_problem(contests, population)
+    if problem:
+        raise PluginFailure("selection strategy", strategy.name, problem)
+
+
+async def mutate(operator, ctx: MutationContext) -> Mutation | None:
+    """``operator.mutate(ctx)``, its result checked. Anything it raises is reported as the operator's
+    failure, except OperatorSkipped, a budget stop, a model failure and another plugin's failure."""
+    try:
+        mutation = await operator.mutate(ctx)
+    except (OperatorSkipped, BudgetExhausted, ModelError, PluginFailure):
+        raise
+    except Exception as exc:
+        raise PluginFailure.raised("mutation operator", operator.name, exc) from exc
+    if isinstance(mutation, Mutation) or (mutation is None and getattr(operator, "stage", None) == POST):
+        return mutation
+    raise PluginFailure("mutation operator", operator.name,
+                        f"returned {mutation!r:.80} instead of a lpb_core.operators.Mutation")

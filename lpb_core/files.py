@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 
-from lpb_core.errors import InputError
+from lpb_core.errors import InputError, InputErrors
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -93,6 +93,7 @@ def schema_doc_at(schema_doc: dict, schema_path, prop: str) -> str | None:
 
 
 def check(data: Any, schema_name: str, where: Path | str) -> None:
+    """Raise every violation of a shipped schema at once."""
     errors = schema_errors(data, schema(schema_name), where)
     if errors:
-        raise errors[0]
+        raise InputErrors(errors)

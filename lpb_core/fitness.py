@@ -7,7 +7,7 @@ import random
 import attrs
 
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
-from lpb_core.errors import BreedError
+from lpb_core.errors import BreedError, PluginFailure
 from lpb_core.llm import LanguageModel, run_all
 from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit, Usage, Working
@@ -88,6 +88,22 @@ class FitnessTest:
             return index, variant, result.variables
 
         outcomes = await run_all(answer(i, v) for v in self.variants for i in batch.indices)
+        try:
+            scores, correct, workings, unreadable = self.judge(outcomes)
+        except Exception as exc:  # the scorer is a plugin: its failure names it
+            raise PluginFailure.raised("fitness scorer", self.task.scorer_type, exc) from exc
+        model.usage += Usage(unreadable_answers=unreadable)
+        # With both variants, a unit is as fit as the mean of the two (documented in the README).
+        fitness = round(sum(scores.values()) / len(scores), 6)
+        # Workings with reasoning are the better teaching material, so they come first.
+        workings.sort(key=lambda w: not w.reasoning)
+        scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
+                              workings=tuple(workings[:MAX_WORKINGS]))
+        return Evaluation(unit=scored, correct=correct)
+
+    def judge(self, outcomes) -> tuple[dict, dict, list[Working], int]:
+        """The scorer's verdict on each variant's answers: scores, per-item correctness, correct workings and
+        unreadable answers."""
         scores, correct, workings, unreadable = {}, {}, [], 0
         can_read = getattr(self.scorer, "can_read", lambda answer: True)
         for variant in self.variants:
@@ -106,11 +122,4 @@ class FitnessTest:
                                             answer=response.strip()))
             scores[variant] = round(float(self.scorer.score(answers, golds)), 6)
             correct[variant] = tuple(right)
-        model.usage += Usage(unreadable_answers=unreadable)
-        # With both variants, a unit is as fit as the mean of the two (documented in the README).
-        fitness = round(sum(scores.values()) / len(scores), 6)
-        # Workings with reasoning are the better teaching material, so they come first.
-        workings.sort(key=lambda w: not w.reasoning)
-        scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
-                              workings=tuple(workings[:MAX_WORKINGS]))
-        return Evaluation(unit=scored, correct=correct)
+        return scores, correct, workings, unreadable

@@ -10,15 +10,14 @@ import asyncio
 import inspect
 import itertools
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import attrs
-import lmql
 
 from lpb_core.cache import QueryCache, cache_key
-from lpb_core.daycare import Template
 from lpb_core.decoding import Decoder
-from lpb_core.errors import BreedError, InputError
+from lpb_core.errors import BreedError, InputError, ModelError, PluginFailure
+from lpb_core.templates import Template, TemplateError
 from lpb_core.units import Usage
 
 
@@ -92,12 +91,21 @@ class QueryResult:
 def open_model(backends, spec: str, settings, option: str = "--model-name-or-path") -> ModelHandle:
     """The model named by ``spec``, from the first registered backend that accepts it."""
     for backend in (b for _, b in backends.items()):
-        if backend.accepts(spec):
+        try:
+            if not backend.accepts(spec):
+                continue
             handle = backend.open(spec, settings)
-            if settings.max_cost is not None and handle.prices is None:
-                raise InputError("command line", f"no known prices for {handle.description}, so a cost cannot be "
-                                 "capped; use --max-tokens or --max-llm-calls", "--max-cost")
-            return handle
+        except InputError:
+            raise
+        except Exception as exc:  # the backend is a plugin: its failure names it
+            raise PluginFailure.raised("model backend", backend.name, exc, when="while opening the model") from exc
+        if not isinstance(handle, ModelHandle):
+            raise PluginFailure("model backend", backend.name,
+                                f"returned {handle!r:.80} instead of a lpb_core.llm.ModelHandle")
+        if settings.max_cost is not None and handle.prices is None:
+            raise InputError("command line", f"no known prices for {handle.description}, so a cost cannot be "
+                             "capped; use --max-tokens or --max-llm-calls", "--max-cost")
+        return handle
     known = ", ".join(backends.names()) or "none"
     raise InputError("command line", f"no model backend accepts {spec!r} (backends: {known})", option)
 
@@ -106,7 +114,6 @@ class LanguageModel:
     def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
                  cache: QueryCache | None = None, meter: Meter | None = None):
         self.handle = handle
-        self._queries: dict[tuple, Any] = {}
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
@@ -122,20 +129,14 @@ class LanguageModel:
     def usage(self, value: Usage) -> None:
         self.meter.usage = value
 
-    def _compiled(self, template: Template):
-        key = (template.code, template.args)
-        if key not in self._queries:
-            try:
-                self._queries[key] = lmql.query(template.code, input_variables=list(template.args), is_async=True)
-            except Exception as exc:  # LMQL's compiler raises many types
-                raise BreedError(f"breeder.lmql: {template.name}: LMQL cannot compile it: {exc}") from exc
-        return self._queries[key]
-
     async def run(self, template: Template, args: dict, decoder: Decoder) -> QueryResult:
         missing = [a for a in template.args if a not in args]
         if missing:
             raise BreedError(f"breeder.lmql: {template.name}: no value for {', '.join(missing)}")
-        query = self._compiled(template)
+        try:
+            query = template.compiled()  # normally compiled already, by lpb_core.preflight
+        except TemplateError as exc:
+            raise BreedError(f"{template.source or 'breeder.lmql'}: $.{template.name}: {exc}") from None
         options = dict(decoder.options)
         if self._chunk_size:
             options.setdefault("chunksize", self._chunk_size)
@@ -155,7 +156,7 @@ class LanguageModel:
                 result = await query(**call_args, model=model, decoder=decoder.name, **options,
                                      **self.handle.query_kwargs)
             except Exception as exc:
-                raise BreedError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+                raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
             elapsed = time.perf_counter() - started
         if isinstance(result, list):  # decoders with n > 1 return one result per sequence; keep the best
             result = result[0]

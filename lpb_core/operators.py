@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from lpb_core.daycare import DayCare, Task
+from lpb_core.errors import PluginFailure
 from lpb_core.llm import LanguageModel
 from lpb_core.units import Unit, Working, fitness_key
 
@@ -32,7 +33,9 @@ class Mutation:
     prompts: dict | None = None  # new values for some or all prompt fields
     mutation_prompt: str | None = None
     context: tuple[Working, ...] | None = None
-    notes: dict = attrs.field(factory=dict)  # anything worth keeping in the record (e.g. the hyper-mutation prompt)
+    # JSON-ready facts worth keeping (e.g. the hyper-mutation prompt used): recorded with the child's
+    # birth in generation_NNN.json, under births[].notes[<operator name>].
+    notes: dict = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -51,7 +54,16 @@ class MutationContext:
 
     def distinct(self, prompts: list[str]) -> list[str]:
         """``prompts`` without near-duplicates, in order, by the run's similarity filter."""
-        return self.similarity_filter.distinct(prompts) if self.similarity_filter else list(dict.fromkeys(prompts))
+        if self.similarity_filter is None:
+            return list(dict.fromkeys(prompts))
+        name = self.similarity_filter.name
+        try:
+            kept = self.similarity_filter.distinct(list(prompts))
+        except Exception as exc:
+            raise PluginFailure.raised("similarity filter", name, exc) from exc
+        if not isinstance(kept, list) or not all(isinstance(p, str) for p in kept):
+            raise PluginFailure("similarity filter", name, f"returned {kept!r:.100} instead of a list of strings")
+        return kept
 
     @property
     def prompt_fields(self) -> tuple[str, ...]:

@@ -8,24 +8,21 @@ from pathlib import Path
 
 import attrs
 
-from lpb_core import __version__
-from lpb_core.daycare import INITIAL_TEMPLATE, DayCare, Task, cross_check, load_day_care, load_suite, raise_all
+from lpb_core import __version__, preflight
+from lpb_core.daycare import DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
 from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
-from lpb_core.errors import InputError
+from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
 from lpb_core.events import RunFinished, RunStarted
 from lpb_core.fitness import FitnessTest, split
 from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import Budget, LanguageModel, Meter, ModelHandle, open_model
-from lpb_core.operators import MUTATE, POST, operator_templates
-from lpb_core.plugins import PluginSet, describe, load_plugins
+from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
 from lpb_core.units import Usage
-
-INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate", "attempt"})
 
 
 @attrs.frozen
@@ -43,52 +40,50 @@ class Prepared:
     disabled_operators: dict  # name -> why
     loggers: dict  # name -> logger object, joined to the plugin manager when the run starts
     seeds: tuple = ()  # the user's own prompts for generation 0, each {prompt field: text}
+    scorer: object = None  # the task's fitness scorer, built from its parameters
 
 
 def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
-    """Load plugins, the day care and the suite, and report every cross-file problem at once."""
-    plugins = load_plugins(settings.disabled_plugins, extra_plugins)
-    day_care = load_day_care(settings.day_care_dir).for_task(settings.task)
-    task = day_care.task(settings.task)
+    """Load plugins, the day care and the suite, check them against each other and compile every template;
+    every problem found is raised at once (``lpb validate`` lists them), before any model is opened."""
+    plugins = load_plugins(settings.disabled_plugins, extra_plugins, strict=False)
+    problems: list[Exception] = plugins.manager.errors()
+    try:
+        day_care = load_day_care(settings.day_care_dir).for_task(settings.task)
+        task = day_care.task(settings.task)
+    except InputError as exc:  # nothing else can be checked without them
+        raise_all(problems + [exc])
+    problems += day_care.task_problems.get(settings.task, [])
     if settings.decoder_options_override:
-        override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
-        task = attrs.evolve(task, decoder=override, fitness_decoder=override)
+        try:
+            override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
+            task = attrs.evolve(task, decoder=override, fitness_decoder=override)
+        except InputError as exc:
+            problems.append(exc)
     suite_path = settings.fitness_test_suite or task.suite_path
-    suite = load_suite(suite_path, task)
-    held_out = load_suite(settings.test_suite, task) if settings.test_suite else ()
+    suites = {}
+    for role, path in (("train", suite_path), ("held_out", settings.test_suite)):
+        if path:
+            try:
+                suites[role] = read_suite(path)
+                problems += gold_label_problems(suites[role], task, path)
+            except InputError as exc:
+                problems.append(exc)
+    suite, held_out = suites.get("train", ()), suites.get("held_out", ())
 
-    asked = list(settings.operators) if settings.operators else None
-    names = asked or plugins.operators.names()
-    problems = cross_check(day_care, task, suite + held_out, suite_path, plugins, names)
-    initial = day_care.breeder.templates[INITIAL_TEMPLATE]
-    for index, arg in enumerate(initial.args):
-        if arg not in INITIAL_ARGS:
-            problems.append(InputError(day_care.breeder.path, f"{INITIAL_TEMPLATE} cannot receive {arg!r}; it gets: "
-                                       f"{', '.join(sorted(INITIAL_ARGS))}", f"$.{INITIAL_TEMPLATE}_args[{index}]"))
-    operators, post, disabled = [], [], {}
-    for name in names:
-        if name not in plugins.operators:
-            continue  # already reported by cross_check
-        operator = plugins.operators.get(name)
-        missing = [t for t in operator_templates(operator) if t not in day_care.breeder.templates]
-        if missing:
-            if asked:
-                problems.append(InputError(day_care.breeder.path, f"missing (operator {name!r} was asked for with "
-                                           "--operators but breeder.lmql has no template for it)", f"$.{missing[0]}"))
-            disabled[name] = f"breeder.lmql has no {missing[0]!r} template"
-            continue
-        (post if getattr(operator, "stage", MUTATE) == POST else operators).append(operator)
-    if not operators and not problems:
-        problems.append(InputError(day_care.breeder.path, "no mutation operator can run: none of "
-                                   f"{', '.join(names)} has a template here", "--operators"))
+    problems += cross_check(day_care, task, suite + held_out, suite_path)
+    problems += preflight.day_care_problems(day_care)
+    scorer, scorer_problems = preflight.build_scorer(task, plugins)
+    problems += scorer_problems
+    chosen = preflight.choose_operators(day_care.breeder, plugins, list(settings.operators or ()))
+    problems += chosen.problems
     seeds = seed_prompts(settings, task, day_care.breeder.prompt_fields, problems)
-    plugins.selection_strategies.get(settings.selection_strategy, "command line", "--selection-strategy")
-    plugins.similarity_filters.get(settings.similarity_filter, "command line", "--similarity-filter")
+    problems += preflight.strategy_problems(settings, plugins, day_care.breeder)
+    problems += preflight.check_similarity_filter(settings, plugins)
     raise_all(problems)
-    loggers = {name: plugins.loggers.get(name, "command line", "--logger")(settings)
-               for name in active_loggers(settings)}
-    return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), operators, post, disabled,
-                    loggers, seeds)
+    loggers = preflight.build_loggers(settings, plugins, active_loggers(settings))
+    return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), chosen.operators,
+                    chosen.post_operators, chosen.disabled, loggers, seeds, scorer)
 
 
 def seed_prompts(settings: BreedSettings, task: Task, prompt_fields: tuple[str, ...],
@@ -132,10 +127,14 @@ class Models:
     @classmethod
     def open(cls, prepared: Prepared) -> "Models":
         settings = prepared.settings
-        task = open_model(prepared.plugins.backends, settings.model_name_or_path, settings)
-        if settings.mutation_model in (None, settings.model_name_or_path):
-            return cls(task, task)
-        return cls(task, open_model(prepared.plugins.backends, settings.mutation_model, settings, "--mutation-model"))
+        try:
+            task = open_model(prepared.plugins.backends, settings.model_name_or_path, settings)
+            if settings.mutation_model in (None, settings.model_name_or_path):
+                return cls(task, task)
+            return cls(task, open_model(prepared.plugins.backends, settings.mutation_model, settings,
+                                        "--mutation-model"))
+        except PluginFailure as failure:
+            raise prepared.plugins.attribute(failure)
 
 
 def make_config(prepared: Prepared, models: Models) -> dict:
@@ -174,7 +173,14 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
     config = make_config(prepared, models)
     if settings.continue_run_number is None:
         run.write_config(config)
-    return asyncio.run(_breed_and_close(prepared, run, models, config))
+    try:
+        return asyncio.run(_breed_and_close(prepared, run, models, config))
+    except (InputError, PluginError):
+        raise
+    except Exception as exc:  # the run directory keeps every finished generation: say how to go on
+        if isinstance(exc, PluginFailure):
+            prepared.plugins.attribute(exc)
+        raise RunFailed(exc, run.path, run.number) from exc
 
 
 async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models, config: dict) -> dict:
@@ -199,21 +205,20 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
 
 async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mutation_model: LanguageModel,
                  config: dict, history) -> dict:
-    settings, manager = prepared.settings, prepared.plugins.manager
+    settings, manager, events = prepared.settings, prepared.plugins.manager, prepared.plugins.events()
     for name, logger in prepared.loggers.items():
-        manager.register(logger, name=f"logger:{name}")
+        manager.register(logger, name=f"{LOGGER_PREFIX}{name}")
     resume_from = history[-1] if history else None
     items = split(len(prepared.suite), settings, prepared.held_out)
-    scorer = prepared.plugins.scorers.get(prepared.task.scorer_type)(**prepared.task.scorer_params)
-    fitness = FitnessTest(prepared.day_care, prepared.task, scorer, prepared.suite, settings.variants)
+    fitness = FitnessTest(prepared.day_care, prepared.task, prepared.scorer, prepared.suite, settings.variants)
     breeder = Breeder(
         settings=settings, fitness=fitness, model=model, mutation_model=mutation_model,
         strategy=prepared.plugins.selection_strategies.get(settings.selection_strategy),
         operators=prepared.operators, post_operators=prepared.post_operators,
         similarity_filter=prepared.plugins.similarity_filters.get(settings.similarity_filter),
-        train_indices=items.train, hooks=manager.hook, write=run.write_generation,
+        train_indices=items.train, hooks=events, write=run.write_generation,
         wall_before=resume_from.wall_seconds if resume_from else 0.0, seeds=prepared.seeds)
-    manager.hook.lpb_run_started(event=RunStarted(
+    events.lpb_run_started(event=RunStarted(
         run_dir=run.path, config=config, resumed_after=resume_from.generation if resume_from else None,
         total_generations=settings.evolution_generations, population_size=settings.population_size))
     started = time.perf_counter()
@@ -231,7 +236,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
                             usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
                             stopped_because=stopped_because, priced=models_priced(model, mutation_model))
     run.write_summary(summary)
-    manager.hook.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
+    events.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
     return summary
 
 

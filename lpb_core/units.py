@@ -72,6 +72,7 @@ class Birth:
     child: str
     operator: str
     post_operators: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    notes: dict = attrs.field(factory=dict, converter=_frozen_dict)  # operator name -> its Mutation.notes
 
 
 @attrs.frozen
@@ -140,7 +141,7 @@ class GenerationRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRecord":
         births = tuple(
             Birth(contest=Contest(**b["contest"]), child=b["child"], operator=b["operator"],
-                  post_operators=b.get("post_operators", ()))
+                  post_operators=b.get("post_operators", ()), notes=b.get("notes", {}))
             for b in data.get("births", ())
         )
         return cls(
@@ -155,6 +156,27 @@ class GenerationRecord:
             usage=Usage(**data.get("usage", {})),
             wall_seconds=data.get("wall_seconds", 0.0),
         )
+
+
+def contest_problem(contests, population) -> str | None:
+    """What makes a selection strategy's contests unusable for ``population``, or None if they are fine."""
+    if not isinstance(contests, (list, tuple)):
+        return f"returned {type(contests).__name__} instead of a list of Contest"
+    ids, losers = {u.id for u in population}, set()
+    for contest in contests:
+        if not isinstance(contest, Contest):
+            return f"returned {contest!r:.80} instead of a Contest"
+        for role in ("winner", "loser"):
+            unit_id = getattr(contest, role)
+            if unit_id not in ids:
+                hint = " (contests take unit ids, not units)" if isinstance(unit_id, Unit) else ""
+                return f"returned a contest whose {role} {unit_id!r:.40} is not a unit of the population{hint}"
+        if contest.winner == contest.loser:
+            return f"returned a contest that unit {contest.winner!r} both wins and loses"
+        if contest.loser in losers:
+            return f"returned contests in which unit {contest.loser!r} loses twice"
+        losers.add(contest.loser)
+    return None
 
 
 def fitness_key(unit: Unit) -> float:

@@ -1,0 +1,165 @@
+"""Checks that need the plugins or LMQL, run before any model is opened.
+
+``lpb_core.daycare`` checks the day care's files on their own and against each other; here they meet
+the plugins: the scorer's parameters and constructor, the operators' templates and arguments, the
+selection strategy on a trial population, the loggers' constructors, and every template compiled by
+LMQL. Each function returns every problem it finds, so ``lpb validate`` can list them all.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+from lpb_core import files
+from lpb_core.daycare import INITIAL_TEMPLATE, Breeder, DayCare, Task
+from lpb_core.errors import InputError, PluginError, raise_all
+from lpb_core.operators import BASE_ARGS, MUTATE, POST, operator_templates
+from lpb_core.plugins import PluginSet
+from lpb_core.settings import BreedSettings
+from lpb_core.templates import TemplateError
+from lpb_core.units import Unit, contest_problem
+
+# What initial_prompt_gen can receive.
+INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate", "attempt"})
+
+
+def compile_problems(breeder: Breeder) -> list[InputError]:
+    """Every template the task sees (shared and its own), compiled by LMQL; no model is needed."""
+    problems = []
+    for template in breeder.templates.values():
+        try:
+            template.compiled()
+        except TemplateError as exc:
+            problems.append(InputError(template.source or breeder.path, str(exc), files.json_path([template.name])))
+    return problems
+
+
+def initial_template_problems(breeder: Breeder) -> list[InputError]:
+    initial = breeder.templates[INITIAL_TEMPLATE]
+    return [InputError(initial.source or breeder.path, f"{INITIAL_TEMPLATE} cannot receive {arg!r}; it gets: "
+                       f"{', '.join(sorted(INITIAL_ARGS))}", files.json_path([f"{INITIAL_TEMPLATE}_args", index]))
+            for index, arg in enumerate(initial.args) if arg not in INITIAL_ARGS]
+
+
+def build_scorer(task: Task, plugins: PluginSet) -> tuple[object | None, list[Exception]]:
+    """The task's scorer, built from its checked parameters; or the problems that prevent it."""
+    where = str(task.description_file)
+    try:
+        scorer_class = plugins.scorers.get(task.scorer_type, where, "$.fitness_scorer.type")
+    except InputError as exc:
+        return None, [exc]
+    # The scorer's parameters sit under fitness_scorer in the file, so that is where errors point.
+    problems = [InputError(where, error.message, "$.fitness_scorer" + error.field[1:])
+                for error in files.schema_errors(task.scorer_params, scorer_class.params_schema, where)]
+    if problems:
+        return None, problems
+    try:
+        return scorer_class(**task.scorer_params), []
+    except InputError as exc:  # the scorer's own check of its parameters
+        return None, [exc if exc.where else InputError(where, exc.message, exc.field or "$.fitness_scorer")]
+    except Exception as exc:
+        plugin = plugins.owner_label("fitness scorer", task.scorer_type)
+        return None, [PluginError(f"fitness scorer {task.scorer_type!r} (plugin {plugin}) cannot be built from "
+                                  f"{where} $.fitness_scorer {task.scorer_params}: {type(exc).__name__}: {exc}")]
+
+
+@attrs.frozen
+class OperatorChoice:
+    operators: list  # stage "mutate", in registration order
+    post_operators: list  # stage "post"
+    disabled: dict  # name -> why it is off
+    problems: list
+
+
+def choose_operators(breeder: Breeder, plugins: PluginSet, asked: list[str] | None) -> OperatorChoice:
+    """The operators this run can use: asked for (--operators) or all registered, each with its templates."""
+    names = asked or plugins.operators.names()
+    operators, post, disabled, problems = [], [], {}, []
+    for name in names:
+        try:
+            operator = plugins.operators.get(name, "command line", "--operators")
+        except InputError as exc:
+            problems.append(exc)
+            continue
+        allowed = BASE_ARGS | set(breeder.prompt_fields) | set(getattr(operator, "provides", ()))
+        for template in (breeder.templates.get(t) for t in operator_templates(operator)):
+            for index, arg in enumerate(template.args if template else ()):
+                if arg not in allowed:
+                    problems.append(InputError(
+                        template.source or breeder.path, f"operator {name!r} cannot provide {arg!r}; it provides: "
+                        f"{', '.join(sorted(allowed))}", files.json_path([f"{template.name}_args", index])))
+        missing = [t for t in operator_templates(operator) if t not in breeder.templates]
+        if missing:
+            if asked:
+                problems.append(InputError(breeder.path, f"missing (operator {name!r} was asked for with "
+                                           "--operators but breeder.lmql has no template for it)", f"$.{missing[0]}"))
+            disabled[name] = f"breeder.lmql has no {missing[0]!r} template"
+            continue
+        (post if getattr(operator, "stage", MUTATE) == POST else operators).append(operator)
+    if not operators and not problems:
+        problems.append(InputError(breeder.path, "no mutation operator can run: none of "
+                                   f"{', '.join(names)} has a template here", "--operators"))
+    return OperatorChoice(operators, post, disabled, problems)
+
+
+def trial_population(settings: BreedSettings, breeder: Breeder) -> tuple[Unit, ...]:
+    """Units shaped like a scored generation's, with spread fitness, for trying a strategy without a model."""
+    size = settings.population_size
+    units = []
+    for i in range(size):
+        fitness = round((i * 7 % size) / size, 3)
+        units.append(Unit(id=f"u{i:04d}", prompts={f: f"Trial prompt {i}." for f in breeder.prompt_fields},
+                          mutation_prompt="Improve this instruction.", thinking_style="Think step by step.",
+                          fitness=fitness, scores={v: fitness for v in settings.variants}, scored_on="trial"))
+    return tuple(units)
+
+
+def strategy_problems(settings: BreedSettings, plugins: PluginSet, breeder: Breeder) -> list[Exception]:
+    """The selection strategy tried once on a trial population: its contests must name units of it."""
+    try:
+        strategy = plugins.selection_strategies.get(settings.selection_strategy, "command line",
+                                                    "--selection-strategy")
+    except InputError as exc:
+        return [exc]
+    population = trial_population(settings, breeder)
+    subject = (f"selection strategy {strategy.name!r} (plugin "
+               f"{plugins.owner_label('selection strategy', strategy.name)})")
+    trial = f"on a trial population of {len(population)} units ({population[0].id} to {population[-1].id})"
+    try:
+        contests = strategy.contests(population, random.Random(f"{settings.seed}:trial"))
+    except Exception as exc:
+        return [PluginError(f"{subject} raised {type(exc).__name__}: {exc} {trial}")]
+    problem = contest_problem(contests, population)
+    return [PluginError(f"{subject} {problem} {trial}")] if problem else []
+
+
+def build_loggers(settings: BreedSettings, plugins: PluginSet, names: list[str]) -> dict:
+    """The run's loggers, each built as ``cls(settings)``; a failing constructor names the logger."""
+    loggers, problems = {}, []
+    for name in names:
+        try:
+            logger_class = plugins.loggers.get(name, "command line", "--logger")
+            loggers[name] = logger_class(settings)
+        except InputError as exc:
+            subject = f"logger {name!r} (plugin {plugins.owner_label('logger', name)})"
+            problems.append(exc if exc.where else InputError(subject, exc.message, exc.field))
+        except Exception as exc:
+            problems.append(PluginError(f"logger {name!r} (plugin {plugins.owner_label('logger', name)}) cannot be "
+                                        f"built: {type(exc).__name__}: {exc}"))
+    raise_all(problems)
+    return loggers
+
+
+def check_similarity_filter(settings: BreedSettings, plugins: PluginSet) -> list[InputError]:
+    try:
+        plugins.similarity_filters.get(settings.similarity_filter, "command line", "--similarity-filter")
+    except InputError as exc:
+        return [exc]
+    return []
+
+
+def day_care_problems(day_care: DayCare) -> list[InputError]:
+    """The task's view of breeder.lmql: its templates compile and initial_prompt_gen gets what it asks for."""
+    return compile_problems(day_care.breeder) + initial_template_problems(day_care.breeder)
