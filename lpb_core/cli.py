@@ -144,7 +144,8 @@ def settings_from_options(**options) -> BreedSettings:
 def resume_command(settings: BreedSettings) -> str:
     """The `lpb breed` command line that gives exactly these settings (options left at their defaults are left out)."""
     words = ["lpb", "breed"]
-    for param in breed.params:
+    # --continue-run-number last, where a reader looks for it
+    for param in sorted(breed.params, key=lambda p: p.name == "continue_run_number"):
         field = _FIELD_OF_OPTION.get(param.name, param.name)
         value = getattr(settings, field)
         if field == "loggers":
@@ -154,7 +155,7 @@ def resume_command(settings: BreedSettings) -> str:
         if isinstance(value, tuple) and not param.multiple:  # comma-separated, like --operators
             value = ",".join(value)
         default = param.default() if callable(param.default) else param.default
-        if value in (default, None, ()) or (param.is_flag and not value and not param.secondary_opts):
+        if value in (default, None, (), "") or (param.is_flag and not value and not param.secondary_opts):
             continue
         if param.is_flag:
             words.append(param.opts[0] if value else param.secondary_opts[0])

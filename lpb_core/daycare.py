@@ -69,7 +69,8 @@ class DayCare:
     mutation_prompts: tuple[str, ...]
     thinking_styles: tuple[str, ...]
     tasks: dict  # name -> Task
-    broken_tasks: dict = attrs.field(factory=dict)  # name -> the InputErrors its task_description.json has
+    broken_tasks: dict = attrs.field(factory=dict)  # name -> the InputErrors that keep it from loading
+    task_problems: dict = attrs.field(factory=dict)  # name -> problems found in a task that still loads
 
     def task(self, name: str) -> Task:
         if name in self.broken_tasks:
@@ -160,7 +161,9 @@ def load_string_list(path: Path, schema_name: str) -> tuple[str, ...]:
     return tuple(data)
 
 
-def load_task(folder: Path) -> Task:
+def load_task(folder: Path) -> tuple[Task, list[InputError]]:
+    """A task and the problems that do not keep it from loading (a bad decoder is replaced by the default,
+    so that everything else can still be checked)."""
     path = folder / "task_description.json"
     data = files.read_json(path)
     files.check(data, "task_description", path)
@@ -173,9 +176,8 @@ def load_task(folder: Path) -> Task:
             decoders[field] = parse_decoder(data.get(field, default), str(path), f"$.{field}")
         except InputError as exc:
             problems.append(exc)
-    if problems:
-        raise InputErrors(problems)
-    return Task(
+            decoders[field] = parse_decoder(default)
+    task = Task(
         name=folder.name,
         folder=folder,
         description=data["task_description"],
@@ -189,6 +191,7 @@ def load_task(folder: Path) -> Task:
         suite_path=folder / data.get("fitness_test_suite", "fitness_test_suite.json"),
         initial_prompts=tuple(data.get("initial_prompts", ())),
     )
+    return task, problems
 
 
 def load_day_care(root: Path | str) -> DayCare:
@@ -200,11 +203,11 @@ def load_day_care(root: Path | str) -> DayCare:
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "not a directory (expected a day care folder)", "--day-care-dir")
-    tasks, broken = {}, {}
+    tasks, broken, task_problems = {}, {}, {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if (folder / "task_description.json").exists():
             try:
-                tasks[folder.name] = load_task(folder)
+                tasks[folder.name], task_problems[folder.name] = load_task(folder)
             except InputError as exc:
                 broken[folder.name] = InputErrors([exc])
     shared, problems = {}, []
@@ -216,8 +219,9 @@ def load_day_care(root: Path | str) -> DayCare:
         except InputError as exc:
             problems.extend(problems_in(exc))
     if problems:
-        raise InputErrors(problems + [e for name in sorted(broken) for e in broken[name].errors])
-    return DayCare(root=root, tasks=tasks, broken_tasks=broken, **shared)
+        raise InputErrors(problems + [e for name in sorted(broken) for e in broken[name].errors]
+                          + [e for name in sorted(task_problems) for e in task_problems[name]])
+    return DayCare(root=root, tasks=tasks, broken_tasks=broken, task_problems=task_problems, **shared)
 
 
 def read_suite(path: Path) -> tuple[dict, ...]:

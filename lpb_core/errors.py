@@ -37,7 +37,11 @@ def problems_in(error: Exception) -> list[Exception]:
 
 
 def raise_all(problems: list[Exception]) -> None:
-    """Raise every problem found at once, if there is any."""
+    """Raise every problem found at once, if there is any: PluginErrors if all are plugin problems,
+    else InputErrors (which may hold plugin problems too)."""
+    problems = [p for problem in problems for p in problems_in(problem)]
+    if problems and all(isinstance(p, PluginError) for p in problems):
+        raise PluginErrors(problems)
     if problems:
         raise InputErrors(problems)
 

@@ -66,7 +66,9 @@ async def run_all(coroutines) -> list:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c) for c in coroutines]
     except BaseExceptionGroup as failures:
-        raise failures.exceptions[0] from None
+        first = failures.exceptions[0]
+        first.__suppress_context__ = True  # not `from None`: that would drop the failure's own cause
+        raise first
     return [task.result() for task in tasks]
 
 

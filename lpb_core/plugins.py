@@ -66,7 +66,7 @@ class Registry:
                               "(give it a unique `name` string)")
         missing = CHECKS[self.kind](obj)
         if missing:
-            raise PluginError(f"{plugin.origin}: {described} {'; '.join(missing)} (see docs/plugins.md)")
+            raise PluginError(f"{plugin.origin}: {described}: {'; '.join(missing)} (see docs/plugins.md)")
         if name in self._objects:
             raise PluginError(
                 f"{self.kind} {name!r} is registered by two plugins: "

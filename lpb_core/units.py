@@ -168,7 +168,7 @@ def contest_problem(contests, population) -> str | None:
             return f"returned {contest!r:.80} instead of a Contest"
         for role in ("winner", "loser"):
             unit_id = getattr(contest, role)
-            if unit_id not in ids:
+            if not isinstance(unit_id, str) or unit_id not in ids:
                 hint = " (contests take unit ids, not units)" if isinstance(unit_id, Unit) else ""
                 return f"returned a contest whose {role} {unit_id!r:.40} is not a unit of the population{hint}"
         if contest.winner == contest.loser:

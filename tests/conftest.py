@@ -1,4 +1,6 @@
 import shutil
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,30 @@ def lpb():
         return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+# A run that reaches generation 2 in a few LMQL random-model calls.
+SMALL_RUN = ["--model-name-or-path", "random", "--task", "sentiment", "--population-size", "2",
+             "--evolution-generations", "2", "--fitness-batch-size", "2"]
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch, request):
+    """Install a plugin package as pip lays one out: the module ``lpb_myplugins`` and the distribution
+    ``lpb-myplugins 0.1.0`` whose ``lpb`` entry point ``myplugins`` names it. Returns the folder (for
+    PYTHONPATH in subprocesses); the package is gone after the test."""
+    site = tmp_path / "site-packages"
+
+    def install(source: str) -> Path:
+        site.mkdir()
+        (site / "lpb_myplugins.py").write_text(textwrap.dedent(source))
+        info = site / "lpb_myplugins-0.1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lpb-myplugins\nVersion: 0.1.0\n")
+        (info / "entry_points.txt").write_text("[lpb]\nmyplugins = lpb_myplugins\n")
+        sys.modules.pop("lpb_myplugins", None)
+        request.addfinalizer(lambda: sys.modules.pop("lpb_myplugins", None))
+        monkeypatch.syspath_prepend(str(site))
+        return site
+
+    return install

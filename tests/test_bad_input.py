@@ -156,3 +156,55 @@ def test_resume_with_different_settings_is_refused(lpb, day_care):
 def test_suite_item_without_a_field_the_template_needs(lpb, day_care):
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[5].pop("text"))
     assert_one_line_error(breed(lpb, day_care), "fitness_test_suite.json", "$[5].text", "template needs it")
+
+
+def break_template(path, name):
+    """Drop the closing bracket of a template's first variable: an LMQL syntax error."""
+    text = path.read_text()
+    start = text.index(f"  {name}:")
+    end = text.index("]", start)
+    path.write_text(text[:end] + text[end + 1:])
+
+
+def test_template_with_an_lmql_syntax_error_fails_validate_and_breed(lpb, day_care):
+    break_template(day_care / "breeder.lmql", "zero_order_prompt_gen")
+    result = lpb("validate", day_care)
+    assert result.exit_code == 2
+    expected = f"Error: {day_care / 'breeder.lmql'}: $.zero_order_prompt_gen: LMQL cannot compile it: "
+    assert any(line.startswith(expected) for line in result.output.splitlines()), result.output
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql: $.zero_order_prompt_gen: LMQL cannot compile it")
+    assert not list((day_care / "sentiment").glob("RUN_*"))
+
+
+def test_a_tasks_own_template_is_compiled_and_named_by_its_file(lpb, day_care):
+    own = day_care / "sentiment" / "breeder.lmql"
+    own.write_text("{\n  lineage_mutation: '''\"- [TASK_PROMPT\" where len(TOKENS(TASK_PROMPT)) < 6'''\n"
+                   "  lineage_mutation_args: []\n}\n")
+    assert_one_line_error(breed(lpb, day_care), f"{own}: $.lineage_mutation: LMQL cannot compile it")
+
+
+def test_validate_lists_every_kind_of_problem_in_one_pass(lpb, day_care):
+    """A suite without gold labels does not hide a scorer parameter error or a broken template."""
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: [item.pop("gold_sentiment") for item in d])
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(labels="x"))
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(decoder_options="greedy"))
+    break_template(day_care / "breeder.lmql", "eda_mutation")
+    result = lpb("validate", day_care, "--operators", "eda_mutation,telepathy")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    for expected in ("fitness_test_suite.json: $[0].gold_sentiment: missing its gold label (suite items need "
+                     "'gold_sentiment'); 9 more item(s) lack it too", "$.decoder_options", "$.fitness_scorer.labels",
+                     "$.eda_mutation: LMQL cannot compile it", "unknown mutation operator 'telepathy'"):
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+
+
+def test_a_broken_task_does_not_hide_the_problems_of_another(lpb, day_care):
+    other = day_care / "other"
+    other.mkdir()
+    (other / "task_description.json").write_text('{"task_description": 3}')
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(labels="x"))
+    result = lpb("validate", day_care)
+    assert result.exit_code == 2
+    assert f"{other / 'task_description.json'}: $.task_description: 3 is not of type 'string'" in result.output
+    assert f"{other / 'task_description.json'}: $.fitness_scorer: missing" in result.output
+    assert "sentiment/task_description.json: $.fitness_scorer.labels" in result.output

@@ -110,3 +110,77 @@ def test_disabling_an_unknown_plugin_is_an_error_listing_the_installed_ones():
     with pytest.raises(UnknownNameError) as error:
         load_plugins(disabled=["lpb-selektion"])
     assert "'lpb-selektion'" in str(error.value) and "lpb-selection" in str(error.value)
+
+
+def filter_named(name):
+    return type(name, (), {"name": name, "distinct": lambda self, prompts: list(prompts)})()
+
+
+class Plain:
+    @hookimpl
+    def lpb_register_similarity_filters(self, register):
+        register(filter_named("plain"))
+
+
+class First:
+    @hookimpl(tryfirst=True)
+    def lpb_register_similarity_filters(self, register):
+        register(filter_named("first"))
+
+
+class Last:
+    @hookimpl(trylast=True)
+    def lpb_register_similarity_filters(self, register):
+        register(filter_named("last"))
+
+
+def test_registration_hooks_run_in_pluggys_order():
+    """pluggy calls the plugin registered last first; tryfirst and trylast move an implementation."""
+    names = load_plugins(extra_plugins=[Plain(), First()]).similarity_filters.names()
+    assert names.index("first") < names.index("plain")
+    names = load_plugins(extra_plugins=[First(), Plain()]).similarity_filters.names()
+    assert names.index("first") < names.index("plain")
+    names = load_plugins(extra_plugins=[Last(), Plain()]).similarity_filters.names()
+    assert names[0] == "plain" and names[-1] == "last"
+    names = load_plugins(extra_plugins=[Plain(), Last()]).similarity_filters.names()
+    assert names[0] == "plain" and names[-1] == "last"
+
+
+def test_each_name_is_attributed_to_the_plugin_that_registered_it():
+    plugins = load_plugins(extra_plugins=[Plain(), First()])
+    assert plugins.similarity_filters.owner("plain").name == "tests.test_plugins.Plain"
+    assert plugins.similarity_filters.owner("first").name == "tests.test_plugins.First"
+    owner = plugins.similarity_filters.owner("trigram_cosine")
+    assert (owner.name, owner.distribution, owner.entry_point) == \
+        ("lpb-similarity", "llama-day-care", "lpb-similarity = lpb_plugins.similarity")
+
+
+class Wrapper:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl(wrapper=True)
+    def lpb_register_similarity_filters(self, register):
+        self.seen.append("before")
+        register(filter_named("from_the_wrapper"))
+        result = yield
+        self.seen.append("after")
+        return result
+
+
+class OldStyleWrapper:
+    def __init__(self):
+        self.outcomes = []
+
+    @hookimpl(hookwrapper=True)
+    def lpb_register_mutation_operators(self, register):
+        outcome = yield
+        self.outcomes.append(outcome.exception)
+
+
+def test_a_hook_wrapper_sees_the_registration_call():
+    wrapper, old_style = Wrapper(), OldStyleWrapper()
+    plugins = load_plugins(extra_plugins=[wrapper, old_style])
+    assert wrapper.seen == ["before", "after"] and old_style.outcomes == [None]
+    assert plugins.similarity_filters.owner("from_the_wrapper").name == "tests.test_plugins.Wrapper"
+    assert {"trigram_cosine", "from_the_wrapper"} <= set(plugins.similarity_filters.names())
