@@ -12,10 +12,10 @@ from pathlib import Path
 
 import attrs
 
-from lpb_core import files
-from lpb_core.daycare import cross_check, load_day_care, load_suite, raise_all
+from lpb_core import files, preflight
+from lpb_core.daycare import cross_check, load_day_care, load_suite
 from lpb_core.decoding import parse_decoder
-from lpb_core.errors import InputError
+from lpb_core.errors import InputError, raise_all
 from lpb_core.fitness import FitnessTest, Minibatch, split
 from lpb_core.llm import LanguageModel, open_model, run_all
 from lpb_core.plugins import load_plugins
@@ -98,7 +98,9 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     suite_path = suite or settings.fitness_test_suite or task.suite_path
     items = load_suite(suite_path, task)
     extra = load_suite(settings.test_suite, task) if settings.test_suite and not suite else ()
-    raise_all(cross_check(day_care, task, items + extra, suite_path, plugins, []))
+    scorer, scorer_problems = preflight.build_scorer(task, plugins)
+    raise_all(cross_check(day_care, task, items + extra, suite_path) + preflight.compile_problems(day_care.breeder)
+              + scorer_problems)
     for candidate in candidates:
         unknown = set(candidate.unit.prompts) - set(day_care.breeder.prompt_fields)
         if unknown:
@@ -107,7 +109,6 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     indices = items_of(settings, which, len(items) + len(extra), len(extra), suite is not None)
     if not indices:
         raise InputError("command line", f"no {which} items to score with these split settings", "--items")
-    scorer = plugins.scorers.get(task.scorer_type)(**task.scorer_params)
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     scored = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
