@@ -1,8 +1,9 @@
 """Every hook an lpb plugin can implement. This module is the plugin author's reference.
 
 Registration hooks receive a ``register`` callback and call it once per object they add; they
-never return anything. Event hooks receive one frozen event object (see ``lpb_core.events``)
-and are how loggers observe a run.
+never return anything. What each kind of object must provide is in ``lpb_core.contracts`` (one
+Protocol per kind), and is checked as it is registered. Event hooks receive one frozen event
+object (see ``lpb_core.events``) and are how loggers observe a run. docs/plugins.md has examples.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ def lpb_register_mutation_operators(register):
     """Add mutation operators: ``register(operator)``.
 
     An operator has a unique ``name`` and an async ``mutate(ctx) -> Mutation`` method, where
-    ``ctx`` is a ``lpb_core.operators.MutationContext``. ``template`` names the breeder.lmql entry
-    it runs (defaults to ``name``); ``stage`` is ``"mutate"`` (chosen as the contest's operator) or
-    ``"post"`` (applied to every child after the chosen operator, such as crossover).
+    ``ctx`` is a ``lpb_core.operators.MutationContext``. ``templates`` names the breeder.lmql entries
+    it runs (defaults to ``(name,)``); ``stage`` is ``"mutate"`` (chosen as the contest's operator) or
+    ``"post"`` (applied to every child after the chosen operator, such as crossover). See
+    ``lpb_core.contracts.MutationOperator``.
     """
 
 

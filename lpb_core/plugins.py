@@ -219,14 +219,17 @@ class EventHooks:
             try:
                 return caller(**kwargs)
             except Exception as exc:
-                raise self._failure(caller, exc) from exc
+                failure = self._failure(caller, exc)
+                if failure is None:
+                    raise
+                raise failure from exc
 
         return call
 
-    def _failure(self, caller, exc: Exception) -> Exception:
+    def _failure(self, caller, exc: Exception) -> PluginFailure | None:
         impl = culprit(caller.get_hookimpls(), exc)
         if impl is None:
-            return exc
+            return None
         manager = self._plugins.manager
         if impl.plugin_name.startswith(LOGGER_PREFIX):
             name = impl.plugin_name[len(LOGGER_PREFIX):]

@@ -184,3 +184,35 @@ def test_a_hook_wrapper_sees_the_registration_call():
     assert wrapper.seen == ["before", "after"] and old_style.outcomes == [None]
     assert plugins.similarity_filters.owner("from_the_wrapper").name == "tests.test_plugins.Wrapper"
     assert {"trigram_cosine", "from_the_wrapper"} <= set(plugins.similarity_filters.names())
+
+
+class Failing:
+    def __init__(self, fail):
+        self.fail = fail
+
+    @hookimpl
+    def lpb_run_finished(self, event):
+        if self.fail:
+            raise ValueError(f"failing {event}")
+
+
+def test_an_event_hook_failure_names_the_plugin_whose_code_raised():
+    from lpb_core.errors import PluginFailure
+
+    quiet, loud = Failing(False), Failing(True)  # one class, two plugins: told apart by `self`
+    plugins = load_plugins(extra_plugins=[loud, quiet])
+    with pytest.raises(PluginFailure) as failure:
+        plugins.events().lpb_run_finished(event="done")
+    assert failure.value.name == plugins.manager.get_name(loud) == "tests.test_plugins.Failing"
+    assert str(failure.value) == "plugin 'tests.test_plugins.Failing', in lpb_run_finished, raised ValueError: " \
+                                 "failing done"
+    assert isinstance(failure.value.__cause__, ValueError)
+
+
+def test_an_event_hook_failure_outside_any_plugin_is_raised_as_it_is():
+    import pluggy
+
+    plugins = load_plugins(extra_plugins=[Failing(True)])
+    with pytest.warns(UserWarning), pytest.raises(pluggy.HookCallError) as error:
+        plugins.events().lpb_run_finished()  # no event: pluggy itself refuses the call
+    assert error.value.__cause__ is not error.value
