@@ -166,11 +166,31 @@ def check_scorer(scorer_class: Any) -> list[str]:
         except jsonschema.SchemaError as exc:
             where = "".join(f"[{p!r}]" for p in exc.absolute_path)
             problems.append(f"params_schema{where} is not a valid JSON Schema: {exc.message}")
+        else:
+            problems += _unbuildable(scorer_class, schema)
     for method, params in (("is_correct", ("answer", "gold")), ("score", ("answers", "golds"))):
         problems += _method_problems(scorer_class, method, params, bound=False)
     if hasattr(scorer_class, "can_read"):
         problems += _method_problems(scorer_class, "can_read", ("answer",), bound=False)
     return problems
+
+
+def _unbuildable(scorer_class: type, schema: Any) -> list[str]:
+    """Parameters the schema lets a task give that ``cls(**params)`` would refuse."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    try:
+        signature = inspect.signature(scorer_class)
+    except (TypeError, ValueError):  # no signature to read: trust it
+        return []
+    refused = []
+    for name in properties or ():
+        try:
+            signature.bind_partial(**{name: None})
+        except TypeError:
+            refused.append(name)
+    if refused:
+        return [f"params_schema allows {', '.join(map(repr, refused))}, which cls(**params) does not accept"]
+    return []
 
 
 def _hook_params(name: str) -> list[str]:

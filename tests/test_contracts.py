@@ -6,9 +6,11 @@ import types
 
 import pytest
 
-from lpb_core.errors import PluginError
+from lpb_core.errors import InputError, PluginError
 from lpb_core.hookspecs import hookimpl
 from lpb_core.plugins import load_plugins
+from lpb_core.run import breed
+from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN
 
 NO_MUTATE = """
@@ -138,6 +140,14 @@ class NoSchema(Scorer):
     name, params_schema = "no_schema", None
 
 
+class Unbuildable(Scorer):
+    name = "unbuildable"
+    params_schema = {"type": "object", "properties": {"labels": {"type": "array"}, "beta": {"type": "number"}}}
+
+    def __init__(self, labels):
+        self.labels = labels
+
+
 class NoScore:
     name, params_schema = "no_score", {}
 
@@ -225,6 +235,7 @@ CASES = [
     ("lpb_register_fitness_scorers", BadSchema, "params_schema['type'] is not a valid JSON Schema"),
     ("lpb_register_fitness_scorers", NoSchema, "has no params_schema"),
     ("lpb_register_fitness_scorers", NoScore, "has no score method"),
+    ("lpb_register_fitness_scorers", Unbuildable, "params_schema allows 'beta', which cls(**params) does not accept"),
     ("lpb_register_selection_strategies", AsyncContests(), "contests must not be async"),
     ("lpb_register_selection_strategies", NoContests(), "has no contests method (expected def contests(self, "
                                                         "population, rng))"),
@@ -274,3 +285,31 @@ def test_a_misspelt_hook_is_its_plugins_problem():
     assert "unknown hook 'lpb_register_operators'" in problem
     with pytest.raises(PluginError, match="lpb_register_operators"):
         load_plugins(extra_plugins=[module])
+
+
+class NeedsThreshold(Scorer):
+    name = "needs_threshold"
+    params_schema = {"type": "object", "properties": {"threshold": {"type": "number"}}}
+
+    def __init__(self, threshold):
+        if threshold > 1:
+            raise InputError("threshold must be at most 1")
+        self.threshold = threshold
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({}, "fitness scorer 'needs_threshold' (plugin broken_plugin) cannot be built from {task}"
+         " $.fitness_scorer {{}}: TypeError: "),
+    ({"threshold": 2}, "{task}: $.fitness_scorer: threshold must be at most 1"),
+], ids=["constructor_raises", "constructor_input_error"])
+def test_the_scorer_is_built_from_the_tasks_parameters_before_any_model_is_opened(day_care, opened, params,
+                                                                                   expected):
+    task_file = day_care / "sentiment" / "task_description.json"
+    task = json.loads(task_file.read_text())
+    task["fitness_scorer"] = {"type": "needs_threshold", **params}
+    task_file.write_text(json.dumps(task))
+    settings = BreedSettings(task="sentiment", day_care_dir=day_care, model_name_or_path="random", loggers=())
+    with pytest.raises((InputError, PluginError)) as error:
+        breed(settings, extra_plugins=[plugin("lpb_register_fitness_scorers", NeedsThreshold)])
+    assert str(error.value).startswith(expected.format(task=task_file)), str(error.value)
+    assert opened == []
