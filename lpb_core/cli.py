@@ -346,18 +346,15 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
 
 
 def main():
-    # Plugins may add subcommands (like `lpb serve`); a plugin set that cannot load must not hide the
-    # built-in commands, so `lpb plugins` and `lpb validate` can still say what is wrong.
+    # Plugins may add subcommands (like `lpb serve`); a broken plugin must not hide the built-in commands,
+    # so `lpb plugins` and `lpb validate` can still say what is wrong. A plugin whose command hook fails is
+    # reported here; one that cannot be loaded, by the commands that need plugins.
     from lpb_core.plugins import get_plugin_manager
 
-    try:
-        manager = get_plugin_manager()
-    except InputError:  # not reachable without --disable-plugin; `lpb plugins` reports broken plugins
-        manager = None
-    if manager is not None:
-        before = {name: len(found) for name, found in manager.problems.items()}
-        manager.call_registration("lpb_register_commands", cli=cli)
-        for name, found in manager.problems.items():
-            for problem in found[before.get(name, 0):]:
-                click.echo(f"Warning: {problem}", err=True)
+    manager = get_plugin_manager()
+    before = {name: len(found) for name, found in manager.problems.items()}
+    manager.call_registration("lpb_register_commands", cli=cli)
+    for name, found in manager.problems.items():
+        for problem in found[before.get(name, 0):]:
+            click.echo(f"Warning: {problem}", err=True)
     cli(prog_name="lpb")

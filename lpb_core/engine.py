@@ -127,7 +127,8 @@ class Breeder:
                 continue
             child = apply(child, mutation, candidate.name)
             applied.append(candidate.name)
-            notes.update({candidate.name: dict(mutation.notes)} if mutation.notes else {})
+            if mutation.notes:
+                notes[candidate.name] = dict(mutation.notes)
             break
         else:
             raise BreedError(f"no enabled operator could mutate unit {parent.id}")
@@ -136,7 +137,8 @@ class Breeder:
             if mutation is not None:
                 child = apply(child, mutation, None)
                 applied.append(post.name)
-                notes.update({post.name: dict(mutation.notes)} if mutation.notes else {})
+                if mutation.notes:
+                    notes[post.name] = dict(mutation.notes)
         return attrs.evolve(child, operator=applied[0]), tuple(applied), notes
 
     def context(self, parent, population, previous, generation, rng) -> MutationContext:

@@ -313,3 +313,22 @@ def test_the_scorer_is_built_from_the_tasks_parameters_before_any_model_is_opene
         breed(settings, extra_plugins=[plugin("lpb_register_fitness_scorers", NeedsThreshold)])
     assert str(error.value).startswith(expected.format(task=task_file)), str(error.value)
     assert opened == []
+
+
+def test_a_failing_command_hook_does_not_hide_the_other_commands(install_plugin):
+    import os
+    import subprocess
+    import sys
+
+    site = install_plugin("""
+        from lpb_core.hookspecs import hookimpl
+
+        @hookimpl
+        def lpb_register_commands(cli):
+            raise RuntimeError("no click here")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "lpb_core", "--help"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "serve" in result.stdout and "validate" in result.stdout
+    assert result.stderr.startswith("Warning: plugin lpb-myplugins 0.1.0 (entry point myplugins = lpb_myplugins): "
+                                    "lpb_register_commands raised RuntimeError: no click here")
