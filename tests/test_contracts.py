@@ -332,3 +332,27 @@ def test_a_failing_command_hook_does_not_hide_the_other_commands(install_plugin)
     assert result.returncode == 0 and "serve" in result.stdout and "validate" in result.stdout
     assert result.stderr.startswith("Warning: plugin lpb-myplugins 0.1.0 (entry point myplugins = lpb_myplugins): "
                                     "lpb_register_commands raised RuntimeError: no click here")
+
+
+def test_a_strategy_naming_an_unknown_unit_stops_the_breed_before_any_model_is_opened(lpb, day_care, install_plugin,
+                                                                                       opened):
+    install_plugin("""
+        from lpb_core.hookspecs import hookimpl
+        from lpb_core.units import Contest
+
+        class Phantom:
+            name = "phantom"
+
+            def contests(self, population, rng):
+                return [Contest(winner=population[0].id, loser="u9999")]
+
+        @hookimpl
+        def lpb_register_selection_strategies(register):
+            register(Phantom())
+    """)
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--selection-strategy", "phantom")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: selection strategy 'phantom' (plugin lpb-myplugins 0.1.0) returned a contest whose loser 'u9999' is "
+        "not a unit of the population on a trial population of 4 units (u0000 to u0003)")
+    assert opened == [] and not list((day_care / "sentiment").glob("RUN_*"))
