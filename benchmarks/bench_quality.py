@@ -89,8 +89,8 @@ def table(results: dict) -> str:
             winner = statistics.mean(r["best_test"] for r in runs)
             means.setdefault(variant + " initial", []).append(initial)
             means.setdefault(variant, []).append(winner)
-            cells += [f"{initial:.3f}", f"**{winner:.3f}**" + (f" ({', '.join(f'{r['best_test']:.3f}' for r in runs)})"
-                                                                if len(runs) > 1 else "")]
+            each = ", ".join(f"{r['best_test']:.3f}" for r in runs)
+            cells += [f"{initial:.3f}", f"**{winner:.3f}**" + (f" ({each})" if len(runs) > 1 else "")]
             calls += [r["llm_calls"] for r in runs]
         cells.append(f"{statistics.mean(calls):.0f}")
         rows.append("| " + " | ".join(cells) + " |")
