@@ -132,4 +132,4 @@ def test_plugins_add_subcommands_to_the_cli():
     assert result.returncode == 0
     assert "serve" in result.stdout
     help_text = subprocess.run([sys.executable, "-m", "lpb_core", "serve", "--help"], capture_output=True, text=True)
-    assert "--port" in help_text.stdout and "--server-batch-size" in help_text.stdout
+    assert "--port" in help_text.stdout and "--server-batch-size" in help_text.stdout and "--quiet" in help_text.stdout
