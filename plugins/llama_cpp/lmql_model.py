@@ -56,7 +56,6 @@ def default_n_threads() -> int:
     return max(1, usable_cores() - 1)
 
 
-
 def _make_dcmodel_class():
     import lmql.runtime.dclib as dc
     from lmql.models.lmtp.lmtp_dcmodel import LMTPDcModel
@@ -202,7 +201,6 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
     return LlamaCppAdapter()
 
 
-
 _models: Dict[tuple, Any] = {}
 _models_lock = threading.Lock()
 
@@ -264,4 +262,3 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
             system, user, chat_template=template or "", add_generation_prompt=add_generation_prompt)
         _models[key] = m
         return m
-
