@@ -163,7 +163,7 @@ class Breeder:
                 day_care.breeder.templates[INITIAL_TEMPLATE],
                 {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
                  "task_description": task.description, "candidate": candidate, "attempt": attempt},
-                task.decoder)).variables
+                task.decoder, sample_key=f"{self.settings.seed}:init:{unit_id}:{candidate}:{attempt}")).variables
             prompts.update({f: clean_prompt(str(variables.get(f.upper(), ""))) for f in missing})
             if all(prompts.values()):
                 break

@@ -7,8 +7,10 @@ concurrency, spreads queries over the handle's models and counts what was spent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import itertools
+import json
 import time
 from typing import Callable
 
@@ -74,7 +76,12 @@ async def run_all(coroutines) -> list:
 
 @attrs.frozen
 class ModelHandle:
-    """An opened model, as a backend plugin returns it."""
+    """An opened model, as a backend plugin returns it.
+
+    ``seeded_sampling``: the models take the query keyword ``SAMPLE_SEED_ARG`` (an int) and draw every
+    sampled token from it and the token's position, so a sampled answer depends on the run's seed and
+    what was asked, never on timing or on the order concurrent queries reach the model.
+    """
 
     description: str  # what config.json and summary.json record (never a secret)
     models: tuple  # LMQL model objects (lmql.model(...)); queries are spread round-robin over them
@@ -82,6 +89,15 @@ class ModelHandle:
     close: Callable[[], object] = lambda: None  # may return an awaitable; called once, inside the run's loop
     query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
     prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
+    seeded_sampling: bool = False
+
+
+SAMPLE_SEED_ARG = "lpb_sample_seed"
+
+
+def sample_seed(key: str) -> int:
+    """A 63-bit seed from a text key (stable across processes, unlike hash())."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") >> 1
 
 
 @attrs.frozen
@@ -131,7 +147,9 @@ class LanguageModel:
     def usage(self, value: Usage) -> None:
         self.meter.usage = value
 
-    async def run(self, template: Template, args: dict, decoder: Decoder) -> QueryResult:
+    async def run(self, template: Template, args: dict, decoder: Decoder, sample_key: str | None = None) -> QueryResult:
+        """Run ``template`` on ``args``. ``sample_key`` names this call among the run's sampled calls (e.g. the
+        run's seed, the unit and the attempt), so identical arguments asked for twice can differ."""
         missing = [a for a in template.args if a not in args]
         if missing:
             raise BreedError(f"breeder.lmql: {template.name}: no value for {', '.join(missing)}")
@@ -155,8 +173,13 @@ class LanguageModel:
             model = next(self._next_model)
             started = time.perf_counter()
             try:
+                seeded = {}
+                if self.handle.seeded_sampling and not decoder.deterministic:
+                    material = sample_key or json.dumps([template.code, call_args, decoder.clause], sort_keys=True,
+                                                        default=str)
+                    seeded[SAMPLE_SEED_ARG] = sample_seed(material)
                 result = await query(**call_args, model=model, decoder=decoder.name, **options,
-                                     **self.handle.query_kwargs)
+                                     **self.handle.query_kwargs, **seeded)
             except Exception as exc:
                 raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
             elapsed = time.perf_counter() - started

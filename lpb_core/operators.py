@@ -81,7 +81,9 @@ class MutationContext:
         template = self.day_care.breeder.templates[template_name]
         base = {"task_description": self.task.description, "mutation_prompt": self.parent.mutation_prompt,
                 "thinking_style": self.parent.thinking_style, **self.parent.prompts}
-        result = await self.model.run(template, {**base, **args}, self.task.decoder)
+        # The key comes from the child's own seeded generator, so sampled outputs are the same in every run.
+        result = await self.model.run(template, {**base, **args}, self.task.decoder,
+                                      sample_key=f"{self.rng.getrandbits(64):x}")
         return result.variables
 
     def prompts_from(self, variables: dict) -> dict:

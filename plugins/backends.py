@@ -109,7 +109,7 @@ class LlamaCppBackend:
         threads = model.configuration["n_threads"]
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
-                           models=(model,), count_tokens=_counter(model))
+                           models=(model,), count_tokens=_counter(model), seeded_sampling=True)
 
 
 @hookimpl

@@ -230,7 +230,7 @@ def test_hook_lpb_register_commands():
     assert result.returncode == 0
     assert "serve" in result.stdout
     help_text = subprocess.run([sys.executable, "-m", "lpb_core", "serve", "--help"], capture_output=True, text=True)
-    assert "--port" in help_text.stdout and "--server-batch-size" in help_text.stdout
+    assert "--port" in help_text.stdout and "--server-batch-size" in help_text.stdout and "--quiet" in help_text.stdout
 
 
 def test_hook_lpb_run_started(run):

@@ -260,3 +260,58 @@ def test_format_chat_renders_gguf_template():
 async def _gather_seq(query, prompt, model, n):
     # sequential on purpose: one model, and each run is a fresh sample
     return [await query(prompt, model=model) for _ in range(n)]
+
+
+@lmql.query
+async def q_sampled_sentence(prompt):
+    '''lmql
+    sample(temperature=1.0)
+    "{prompt}[TEXT]" where len(TOKENS(TEXT)) < 24
+    return TEXT
+    '''
+
+
+def test_a_seeded_sample_does_not_depend_on_what_runs_beside_it(model):
+    """Tokens come from (seed, position): the same seed gives the same text alone or interleaved with other
+    queries (which pre-empt its speculative decoding at other points); another seed gives another text."""
+    from lpb_core.llm import SAMPLE_SEED_ARG
+
+    prompt = format_chat(None, "Write one sentence about the sea.")
+
+    async def alone(seed):
+        return await q_sampled_sentence(prompt, model=model, **{SAMPLE_SEED_ARG: seed})
+
+    async def interleaved(seed):
+        others = [q_sampled_sentence(format_chat(None, f"Name a colour, number {k}."), model=model)
+                  for k in range(3)]
+        results = await asyncio.gather(alone(seed), *others)
+        return results[0]
+
+    first = run(alone(7))
+    assert run(interleaved(7)) == first
+    assert run(alone(7)) == first
+    assert len({first, run(alone(8)), run(alone(9))}) > 1
+
+
+def test_logits_do_not_depend_on_how_the_tokens_before_were_split_into_decode_calls(model):
+    """Prefix reuse and pre-emption evaluate a sequence's tokens in different chunks from run to run; the
+    logits at a position must not change with that, or neither greedy nor seeded answers are reproducible."""
+    import numpy as np
+
+    engine = model.engine
+    ids = engine.llm.tokenize(format_chat(None, "Write one sentence about the sea.").encode() +
+                              b"A world beyond our own, where the depths of the ocean", add_bos=False, special=True)
+
+    def logits_after(chunks):
+        def work():
+            engine.llm.n_tokens = 0
+            for chunk in chunks:
+                engine._eval(chunk)
+            return np.array(engine._logits_view(), copy=True)
+        return engine.run_sync(work)
+
+    whole = logits_after([ids])
+    one_by_one = logits_after([ids[:10], *[[t] for t in ids[10:]]])
+    in_two = logits_after([ids[:len(ids) // 2], ids[len(ids) // 2:]])
+    assert np.array_equal(whole, one_by_one) and np.array_equal(whole, in_two)
+    engine.clear_cache()

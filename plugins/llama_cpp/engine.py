@@ -108,6 +108,11 @@ class LlamaEngine:
                          # prompt evaluation happens while the interpreter waits
                          # for the first token, so it may use every core
                          n_threads=n_threads, n_threads_batch=max(n_threads, usable_cores()),
+                         # Flash attention makes a position's logits the same however the tokens before
+                         # it were split into decode calls (without it, evaluating a suffix token by token
+                         # or in one batch differs by up to 0.8 in the logits): what seeded sampling,
+                         # prefix reuse and pre-emption need to be reproducible.
+                         flash_attn=True,
                          logits_all=False, verbose=False)
         self.n_vocab = self.llm.n_vocab()
         self.n_ctx = self.llm.n_ctx()
@@ -192,7 +197,10 @@ class LlamaEngine:
         bias[~allowed] = -np.inf
         return bias
 
-    def _choose(self, scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> int:
+    def _choose(self, scores: np.ndarray, temperature: float, top_k: int, top_p: float,
+                seed: Optional[int] = None, position: int = 0) -> int:
+        """Argmax, or a sample. With ``seed``, the draw depends only on (seed, position): however requests are
+        pre-empted or interleaved, the token sampled at a position is the same."""
         if temperature <= 0.0:
             return int(np.argmax(scores))
         z = scores.astype(np.float64) / temperature
@@ -208,7 +216,8 @@ class LlamaEngine:
             keep[order[:cut]] = True
             p = np.where(keep, p, 0.0)
         c = np.cumsum(p)
-        return int(min(np.searchsorted(c, self._rng.random() * c[-1], side="right"), len(c) - 1))
+        draw = self._rng.random() if seed is None else np.random.default_rng((seed, position)).random()
+        return int(min(np.searchsorted(c, draw * c[-1], side="right"), len(c) - 1))
 
     def _generate(self, job: _Job) -> Iterator[dict]:
         a = job.args
@@ -217,6 +226,7 @@ class LlamaEngine:
         top_k = int(a.get("top_k") or 0)
         top_p = float(a.get("top_p") or 1.0)
         n_top = int(a.get("top_logprobs") or 1)
+        seed = a.get("seed")
         bias = self._bias_from_mask(a.get("mask"), self.n_vocab)
         eos_allowed = bias is None or bias[self.eos_id] == 0
         self.stats["requests"] += 1
@@ -224,7 +234,7 @@ class LlamaEngine:
         logits = self._prepare(ids)
         for i in range(max_tokens):
             scores = logits + bias if bias is not None else logits
-            token = self._choose(scores, temperature, top_k, top_p)
+            token = self._choose(scores, temperature, top_k, top_p, seed, len(ids) + i)
             # log-softmax of the (masked) distribution: only what is needed
             mx = float(scores.max())
             lse = mx + float(np.log(np.sum(np.exp(scores - mx))))
@@ -300,10 +310,12 @@ class LlamaEngine:
         return job
 
     async def generate(self, ids, *, max_tokens, temperature=0.0, mask=None, top_logprobs=1,
-                       top_k=0, top_p=1.0):
-        """Async generator of token dicts ``{token, logprob, top_logprobs, finish_reason}``."""
+                       top_k=0, top_p=1.0, seed=None):
+        """Async generator of token dicts ``{token, logprob, top_logprobs, finish_reason}``.
+
+        ``seed``: sample each token from (seed, its position) instead of the engine's shared stream."""
         job = self._submit("generate", ids=ids, max_tokens=max_tokens, temperature=temperature,
-                           mask=mask, top_logprobs=top_logprobs, top_k=top_k, top_p=top_p)
+                           mask=mask, top_logprobs=top_logprobs, top_k=top_k, top_p=top_p, seed=seed)
         try:
             while True:
                 item = await job.queue.get()

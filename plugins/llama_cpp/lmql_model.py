@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from lpb_core.llm import SAMPLE_SEED_ARG
 from lpb_plugins.llama_cpp.chat import format_chat
 from lpb_plugins.llama_cpp.engine import IGNORED_DECODER_OPTIONS, LlamaEngine, usable_cores
 from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, read_meta, tokenizer_dir_for
@@ -62,6 +63,8 @@ def _make_dcmodel_class():
 
     class LlamaCppDcModel(LMTPDcModel):
         """LMTPDcModel whose 'client' is our engine (no LMTP transport)."""
+
+        sample_seed = None  # set per query (SAMPLE_SEED_ARG): tokens are sampled from (seed, position)
 
         def __init__(self, model, tokenizer, engine: LlamaEngine, **kwargs):
             kwargs.setdefault("chunksize", DEFAULT_CHUNKSIZE)
@@ -145,7 +148,7 @@ def _make_dcmodel_class():
             extra = self.extra_decoding_parameters
             return self.engine.generate(ids, max_tokens=max_tokens, temperature=temperature, mask=mask,
                                         top_logprobs=top_logprobs, top_k=extra.get("top_k", 0),
-                                        top_p=extra.get("top_p", 1.0))
+                                        top_p=extra.get("top_p", 1.0), seed=self.sample_seed)
 
         async def _score_next_tokens(self, s, next_tokens, noscore=False):
             if noscore:
@@ -190,7 +193,10 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             for key in ("inprocess", "endpoint", "lmtp_server_kwargs", "inprocess_client_constructor",
                         "model", "tokenizer"):
                 args.pop(key, None)
-            return dcmodel_cls(self, self._tokenizer, engine, **args)
+            seed = args.pop(SAMPLE_SEED_ARG, None)  # this query's own sampling seed (lpb_core.llm)
+            dcmodel = dcmodel_cls(self, self._tokenizer, engine, **args)
+            dcmodel.sample_seed = seed
+            return dcmodel
 
         async def tokenize(self, text):
             return self._tokenizer.tokenize(text, asbytes=True)
