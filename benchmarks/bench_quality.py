@@ -18,6 +18,7 @@ Prints a markdown table (mean over seeds) and writes every figure to --out.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import statistics
@@ -59,11 +60,22 @@ def one_breed(task: str, day_care: Path, seed: int, variant: str, args) -> dict:
 
     hand = json.loads((TASKS / task / "hand_prompts.json").read_text()) if variant == "bred+seeds" else []
     started = time.perf_counter()
-    summary = breed(BreedSettings(
-        task=task, day_care_dir=day_care, seed=seed, population_size=args.population_size,
-        evolution_generations=args.evolution_generations, fitness_batch_size=args.fitness_batch_size,
-        test_suite=TASKS / task / "test_suite.json", initial_prompts=tuple(hand), loggers=()))
-    return {"seed": seed, "variant": variant, "best_test": summary["best_test_fitness"],
+    settings = dict(task=task, day_care_dir=day_care, seed=seed, population_size=args.population_size,
+                    evolution_generations=args.evolution_generations, fitness_batch_size=args.fitness_batch_size,
+                    test_suite=TASKS / task / "test_suite.json", initial_prompts=tuple(hand), loggers=())
+    summary = breed(BreedSettings(**{**settings, **args.overrides}))
+    # Every finalist on the held-out items too, so other ways of choosing the winner can be compared.
+    from lpb_core.evaluate import Candidate, evaluate
+    from lpb_core.rundir import RunDirectory
+
+    units = {u.id: u for r in RunDirectory(Path(summary["run_dir"]), None).generations() for u in r.population}
+    finalists = [f for f in summary["finalists"] if f["id"] in units]
+    if finalists:
+        scored = evaluate(BreedSettings(task=task, day_care_dir=day_care, loggers=()),
+                          [Candidate(f["id"], units[f["id"]]) for f in finalists], suite=TASKS / task / "test_suite.json")
+        for finalist, row in zip(finalists, scored["prompts"]):
+            finalist["test_fitness"] = row["fitness"]
+    return {"seed": seed, "variant": variant, "best_test": summary["best_test_fitness"], "finalists": finalists,
             "initial_best_test": summary["initial_best_test_fitness"],
             "best_validation": summary.get("best_validation_fitness"), "best_train": summary["best_train_fitness"],
             "winner": summary["best_unit"]["prompts"], "winner_operator": summary["best_unit"]["operator"],
@@ -110,12 +122,21 @@ def main(argv=None) -> int:
     parser.add_argument("--fitness-batch-size", type=int, default=20)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="Any other lpb breed setting, e.g. --set validation_split=0.4 (a Python literal).")
     args = parser.parse_args(argv)
+    args.overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        try:
+            args.overrides[field.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            args.overrides[field.strip()] = value.strip()
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "set"},
                "variants": variants, "tasks": {}}
     for task in [t for t in args.tasks.split(",") if t]:
         with tempfile.TemporaryDirectory(prefix=f"lpb-bench-{task}-") as tmp:

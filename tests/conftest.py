@@ -60,3 +60,42 @@ def install_plugin(tmp_path, monkeypatch, request):
         return site
 
     return install
+
+
+class SpyBackend:
+    """A registered backend under another name, remembering every text it was asked to count: each call's
+    whole prompt and its answers, so a test can tell which model received which queries."""
+
+    def __init__(self, name: str, delegate: str):
+        self.name, self.delegate, self.seen = name, delegate, []
+
+    def accepts(self, model_name):
+        return model_name == self.name
+
+    def open(self, model_name, settings):
+        import attrs
+
+        from lpb_core.plugins import load_plugins
+
+        backend = load_plugins().backends.get(self.delegate)
+        handle = backend.open("smollm2" if self.delegate == "llama.cpp" else self.delegate, settings)
+        count = handle.count_tokens
+
+        def counting(text):
+            self.seen.append(text)
+            return count(text)
+
+        return attrs.evolve(handle, description=self.name, count_tokens=counting)
+
+
+def spies(*backends: SpyBackend):
+    """A plugin registering the given spy backends."""
+    from lpb_core.hookspecs import hookimpl
+
+    class Spies:
+        @hookimpl
+        def lpb_register_model_backends(self, register):
+            for backend in backends:
+                register(backend)
+
+    return Spies()

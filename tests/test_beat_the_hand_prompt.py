@@ -5,11 +5,9 @@ import json
 
 import pytest
 
-from lpb_core.errors import InputError
-from lpb_core.hookspecs import hookimpl
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
-from tests.conftest import QUICK_RUN
+from tests.conftest import QUICK_RUN, SpyBackend, spies
 
 MINE = "Is this review positive or negative?"
 OTHER = "Judge the review."
@@ -133,41 +131,10 @@ def test_eval_needs_something_to_score(lpb, day_care):
     assert "nothing to score" in result.output
 
 
-class SpyBackend:
-    """The random model under another name, remembering every prompt it was asked to complete."""
-
-    def __init__(self, name):
-        self.name, self.seen = name, []
-
-    def accepts(self, model_name):
-        return model_name == self.name
-
-    def open(self, model_name, settings):
-        from lpb_plugins.backends import RandomBackend
-
-        handle = RandomBackend().open("random", settings)
-        count = handle.count_tokens
-
-        def counting(text):
-            self.seen.append(text)
-            return count(text)
-
-        import attrs
-
-        return attrs.evolve(handle, description=self.name, count_tokens=counting)
-
-
 def test_a_separate_mutation_model_writes_the_prompts(day_care):
-    task_model, writer = SpyBackend("spy-task"), SpyBackend("spy-writer")
-
-    class Spies:
-        @hookimpl
-        def lpb_register_model_backends(self, register):
-            register(task_model)
-            register(writer)
-
+    task_model, writer = SpyBackend("spy-task", "random"), SpyBackend("spy-writer", "random")
     summary = breed(settings(day_care, model_name_or_path="spy-task", mutation_model="spy-writer"),
-                    extra_plugins=[Spies()])
+                    extra_plugins=[spies(task_model, writer)])
     assert summary["model"] == "spy-task" and summary["mutation_model"] == "spy-writer"
     # Fitness prompts show a review; the prompt-writing templates of the tiny day care never do, and have
     # markers of their own.

@@ -15,7 +15,7 @@ from lpb_core.plugins import load_plugins
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit
-from tests.conftest import REPO
+from tests.conftest import REPO, SpyBackend, spies
 
 pytestmark = pytest.mark.embedded
 
@@ -79,3 +79,16 @@ def test_the_instruction_matters_on_the_example_task():
                                      "Tell me how the writer feels, then say positive or negative."])
     assert good - poor >= 0.3, (good, poor)
     assert 0.0 < poor < good <= 1.0
+
+
+def test_the_random_model_can_write_prompts_for_the_embedded_one(built_in):
+    """--mutation-model: LMQL's random model writes the prompts, the embedded SmolLM2 takes the fitness tests."""
+    smollm2, writer = SpyBackend("spy-smollm2", "llama.cpp"), SpyBackend("spy-random", "random")
+    summary = breed(BreedSettings(task="sentiment", day_care_dir=built_in, population_size=4, evolution_generations=1,
+                                  fitness_batch_size=4, test_split=0.05, model_name_or_path="spy-smollm2",
+                                  mutation_model="spy-random", loggers=()), extra_plugins=[spies(smollm2, writer)])
+    assert (summary["model"], summary["mutation_model"]) == ("spy-smollm2", "spy-random")
+    # Fitness prompts show a review; the built-in prompt-writing templates never do.
+    assert any("Review:" in text for text in smollm2.seen) and not any("Review:" in text for text in writer.seen)
+    assert any("Instruction" in text for text in writer.seen)
+    assert not any("Write the new instruction" in text or "Write an instruction" in text for text in smollm2.seen)

@@ -28,9 +28,9 @@ def seen(monkeypatch):
     last = {}
     original = LanguageModel.run
 
-    async def spy(self, template, args, decoder):
+    async def spy(self, template, args, decoder, **options):
         last.update(args)
-        return await original(self, template, args, decoder)
+        return await original(self, template, args, decoder, **options)
 
     monkeypatch.setattr(LanguageModel, "run", spy)
     return last
