@@ -145,3 +145,16 @@ def test_a_run_without_per_item_outcomes_says_it_was_not_compared(run_copy, lpb)
     markdown = (run_copy / "report.md").read_text()
     assert "Not scored on held-out items: this run recorded held-out scores but no per-item outcomes" in markdown
     check_report(run_copy)
+
+
+def test_a_run_killed_before_its_first_generation_still_gets_a_report(run_copy, lpb):
+    for path in run_copy.iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    result = lpb("report", run_copy)
+    assert result.exit_code == 0, result.output
+    assert not (run_copy / "fitness.png").exists()
+    markdown = (run_copy / "report.md").read_text()
+    assert "**interrupted**: interrupted before the first generation was written" in markdown
+    assert "No generation has been written yet." in (run_copy / "report.html").read_text()
+    assert lpb("best", run_copy).exit_code == 2  # nothing to hand over yet: one line, exit 2

@@ -138,3 +138,16 @@ def test_best_as_lmql_is_a_query_lmql_runs(lpb, finished_run):
     result = result[0] if isinstance(result, list) else result
     assert result.variables["ANSWER"] in ("positive", "negative")
     assert summary["best_unit"]["prompts"]["task_prompt"] in result.prompt
+
+
+def test_a_run_started_with_a_relative_day_care_resumes_from_where_it_was_started(run_copy, lpb):
+    day_care = run_copy.parent.parent
+    config = json.loads((run_copy / "config.json").read_text())
+    config["settings"]["day_care_dir"] = "day_care"  # as typed in the directory above it
+    config["day_care"] = str(day_care)  # as resolved
+    (run_copy / "config.json").write_text(json.dumps(config))
+    (run_copy / "summary.json").unlink()
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    command = shlex.split(row["resume_command"])
+    assert command[:4] == ["cd", str(day_care.parent), "&&", "lpb"]
+    assert command[command.index("--day-care-dir") + 1] == "day_care"
