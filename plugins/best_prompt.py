@@ -9,13 +9,10 @@ import attrs
 from lpb_core.daycare import FITNESS_TEMPLATE, load_day_care
 from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError
+from lpb_core.evaluate import settings_of_run
 from lpb_core.fitness import unit_arguments
-from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit
 from lpb_plugins.run_data import RunFiles, winner
-
-FORMATS = ("text", "json", "lmql")
-
 
 def best_unit(run: RunFiles) -> Unit:
     unit = winner(run)
@@ -49,8 +46,7 @@ def as_lmql(run: RunFiles) -> str:
     """The task's fitness template with the winner's prompts, few-shot examples and the task's settings bound,
     under the decoder the run scored with. The suite's fields stay as the query's inputs."""
     unit = best_unit(run)
-    known = {f.name for f in attrs.fields(BreedSettings)}
-    settings = BreedSettings(**{k: v for k, v in run.settings.items() if k in known})
+    settings = settings_of_run(run.path)
     day_care = load_day_care(run.config.get("day_care", settings.day_care_dir)).for_task(settings.task)
     task = day_care.task(settings.task)
     override = settings.decoder_options_override

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import attrs
 
-from lpb_core.settings import BreedSettings
 from lpb_plugins.run_data import INTERRUPTED, STOPPED, RunFiles, find_runs, load_run, winner
 
 # The budgets a stop names ("budget: max_llm_calls (100) reached"); the resume command leaves that one out.
 _BUDGET = re.compile(r"budget: (max_\w+)")
 _PATH_SETTINGS = ("day_care_dir", "fitness_test_suite", "test_suite")
-
-
-def saved_settings(run: RunFiles) -> BreedSettings:
-    known = {f.name for f in attrs.fields(BreedSettings)}
-    return BreedSettings(**{k: v for k, v in run.settings.items() if k in known})
 
 
 def working_directory(run: RunFiles) -> Path | None:
@@ -38,20 +32,19 @@ def working_directory(run: RunFiles) -> Path | None:
     return Path(*resolved.parts[:-len(typed.parts)])
 
 
-def resume_command(run: RunFiles) -> str | None:
+def command_to_resume(run: RunFiles) -> str | None:
     """The `lpb breed` line that goes on with an interrupted or budget-stopped run (None for others)."""
-    from lpb_core.cli import DEFAULT_LOGGERS, breed_command
+    from lpb_core.cli import resume_command
+    from lpb_core.evaluate import settings_of_run
 
     status = run.status
     if status not in (INTERRUPTED, STOPPED) or run.number is None:
         return None
     # config.json keeps the first session's settings; a later session may have asked for more generations.
-    saved = saved_settings(run)
-    changes = {"continue_run_number": run.number, "verbose": False, "evolution_generations": run.asked_generations,
-               "loggers": (*DEFAULT_LOGGERS, *(name for name in saved.loggers if name not in DEFAULT_LOGGERS))}
+    changes = {"continue_run_number": run.number, "verbose": False, "evolution_generations": run.asked_generations}
     if status == STOPPED and (budget := _BUDGET.match(run.summary["stopped_because"])):
         changes[budget.group(1)] = None  # the budget it hit would stop it again at once
-    command = breed_command(attrs.evolve(saved, **changes))
+    command = resume_command(attrs.evolve(settings_of_run(run.path), **changes))
     relative = any(run.settings.get(k) and not Path(run.settings[k]).is_absolute() for k in _PATH_SETTINGS)
     origin = working_directory(run) if relative else None
     return f"cd {shlex.quote(str(origin))} && {command}" if origin else command
@@ -73,7 +66,7 @@ def describe(run: RunFiles) -> dict:
         "best_held_out_fitness": summary.get("best_test_fitness"),
         "model": run.settings.get("model_name_or_path"),
         "model_description": run.config.get("model"),
-        "resume_command": resume_command(run),
+        "resume_command": command_to_resume(run),
     }
 
 
