@@ -42,7 +42,7 @@ def test_a_small_breed_on_the_embedded_model_and_its_report(built_in, lpb):
     record = json.loads((built_in / "sentiment" / "RUN_0" / "generation_001.json").read_text())
     assert all(u["prompts"]["task_prompt"].strip() for u in record["population"])
     assert len(record["births"]) == 2
-    # `lpb report` reads the files alone: no model is loaded for it.
+    # The report of a real model's run: its numbers checked against the run's files.
     run_dir = built_in / "sentiment" / "RUN_0"
     assert lpb("report", run_dir).exit_code == 0
     markdown, _ = check_report(run_dir)

@@ -20,7 +20,14 @@ def edit_summary(run_dir, **changes):
     return summary
 
 
-def test_report_writes_html_md_and_png_whose_numbers_match_the_run_files(lpb, finished_run):
+def test_report_writes_html_md_and_png_whose_numbers_match_the_run_files(lpb, finished_run, monkeypatch):
+    import lpb_core.llm
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("lpb report must not open a model")
+
+    monkeypatch.setattr(lpb_core.llm, "open_model", no_model)
+    monkeypatch.setattr(lpb_core.llm.LanguageModel, "__init__", no_model)
     result = lpb("report", finished_run)
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(finished_run / n) for n in ("fitness.png", "report.html", "report.md")]
