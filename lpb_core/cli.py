@@ -123,11 +123,14 @@ def csv_names(ctx, param, value):
              "unit and your own prompts).")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Reuse results of deterministic queries, kept in the run directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (events.jsonl is still written).")
 def breed(**options):
     """Breed prompts for a task and print the best one."""
     _breed(**options)
 
 
+# Loggers every `lpb breed` enables: progress on the console (not with --quiet), then the event log.
+DEFAULT_LOGGERS = ("console", "events")
 # Options of `lpb breed` whose settings field has another name (every other option is named as its field).
 _FIELD_OF_OPTION = {"disable_plugin": "disabled_plugins", "logger": "loggers", "test_nocot": "test_no_cot",
                     "endpoint": "endpoints", "initial_prompt": "initial_prompts"}
@@ -135,8 +138,9 @@ _FIELD_OF_OPTION = {"disable_plugin": "disabled_plugins", "logger": "loggers", "
 
 def settings_from_options(**options) -> BreedSettings:
     """The settings `lpb breed` runs with, from its parsed options."""
+    quiet = options.pop("quiet", False)
     fields = {_FIELD_OF_OPTION.get(k, k): v for k, v in options.items() if v is not None}
-    fields["loggers"] = ("console", *fields.get("loggers", ()))
+    fields["loggers"] = (*DEFAULT_LOGGERS[quiet:], *fields.get("loggers", ()))
     fields.setdefault("day_care_dir", default_day_care())
     return BreedSettings(**fields)
 
@@ -146,10 +150,12 @@ def resume_command(settings: BreedSettings) -> str:
     words = ["lpb", "breed"]
     # --continue-run-number last, where a reader looks for it
     for param in sorted(breed.params, key=lambda p: p.name == "continue_run_number"):
+        if param.name == "quiet":  # progress is for the person at the terminal, not part of the run
+            continue
         field = _FIELD_OF_OPTION.get(param.name, param.name)
         value = getattr(settings, field)
         if field == "loggers":
-            value = tuple(v for v in value if v != "console")
+            value = tuple(v for v in value if v not in DEFAULT_LOGGERS)
         if field == "day_care_dir" and value == default_day_care():
             continue
         if isinstance(value, tuple) and not param.multiple:  # comma-separated, like --operators
@@ -190,6 +196,7 @@ def _breed(**options):
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")
     click.echo(f"Run directory: {summary['run_dir']}")
+    click.echo(f"See the run: lpb report {shlex.quote(summary['run_dir'])}")
 
 
 # Which of a task's items `lpb eval` scores, as a breed with the same seed and splits divides them.
@@ -345,10 +352,10 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
     click.echo(f"ok: {day_care_dir} ({', '.join(tasks)})")
 
 
-def main():
-    # Plugins may add subcommands (like `lpb serve`); a broken plugin must not hide the built-in commands,
-    # so `lpb plugins` and `lpb validate` can still say what is wrong. A plugin whose command hook fails is
-    # reported here; one that cannot be loaded, by the commands that need plugins.
+def add_plugin_commands() -> None:
+    """Let plugins add subcommands (like `lpb serve`); a broken plugin must not hide the built-in commands,
+    so `lpb plugins` and `lpb validate` can still say what is wrong. A plugin whose command hook fails is
+    reported here; one that cannot be loaded, by the commands that need plugins."""
     from lpb_core.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
@@ -357,4 +364,8 @@ def main():
     for name, found in manager.problems.items():
         for problem in found[before.get(name, 0):]:
             click.echo(f"Warning: {problem}", err=True)
+
+
+def main():
+    add_plugin_commands()
     cli(prog_name="lpb")

@@ -54,6 +54,16 @@ class Evaluation:
     correct: dict  # variant -> tuple of bools, in the minibatch's item order
 
 
+def unit_arguments(task: Task, unit: Unit, variant: str) -> dict:
+    """What the fitness template receives besides the suite item's fields: the unit's prompts and few-shot
+    examples, the variant, the task description and the fixed system prompt."""
+    args = {**unit.prompts, "CoT": variant == "cot", "task_description": task.description,
+            "examples": [f"{w.question}\n{w.reasoning}\n{w.answer}".strip() for w in unit.context]}
+    if task.fixed_system_prompt is not None:
+        args["system_prompt"] = task.fixed_system_prompt
+    return args
+
+
 @attrs.frozen
 class FitnessTest:
     """How units are scored in this run: the template, the scorer, the variants and the suite."""
@@ -73,14 +83,9 @@ class FitnessTest:
 
     async def evaluate_items(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Evaluation:
         template = self.day_care.breeder.templates[FITNESS_TEMPLATE]
-        examples = [f"{w.question}\n{w.reasoning}\n{w.answer}".strip() for w in unit.context]
 
         async def answer(index: int, variant: str):
-            item = self.suite[index]
-            args = {**item, **unit.prompts, "CoT": variant == "cot", "task_description": self.task.description,
-                    "examples": examples}
-            if self.task.fixed_system_prompt is not None:
-                args["system_prompt"] = self.task.fixed_system_prompt
+            args = {**self.suite[index], **unit_arguments(self.task, unit, variant)}
             result = await model.run(template, args, self.task.fitness_decoder)
             if self.task.answer_variable not in result.variables:
                 raise BreedError(f"{self.day_care.breeder.path}: {FITNESS_TEMPLATE} produced no "

@@ -42,7 +42,7 @@ class BreedSettings:
     similarity_filter: str = "trigram_cosine"
     operators: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
     disabled_plugins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    loggers: tuple[str, ...] = attrs.field(default=("console",), converter=tuple)
+    loggers: tuple[str, ...] = attrs.field(default=("console", "events"), converter=tuple)
     fitness_batch_size: int = 100  # the paper's; 0 means every training item
     test_split: float = 0.2
     test_suite: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))  # replaces the split

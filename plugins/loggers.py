@@ -1,13 +1,22 @@
-"""Built-in loggers: ``console`` (progress on stderr, on by default) and ``wandb`` (``--use-wandb``)."""
+"""Built-in loggers: ``console`` (progress on stderr), ``events`` (events.jsonl in the run directory; both on by
+default) and ``wandb`` (``--use-wandb``)."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from datetime import datetime, timezone
 
+import attrs
 import click
 
+from lpb_core import files
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
+
+EVENTS_FILE = "events.jsonl"  # in the run directory
+WANDB_FILE = "wandb.json"  # the W&B run id, so a resumed breed logs into the same W&B run
 
 
 def short(text: str, width: int = 90) -> str:
@@ -15,21 +24,59 @@ def short(text: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@attrs.define
+class GenerationProgress:
+    """Units scored so far in one generation. The total grows when the children's batch starts, because
+    how many children a generation has is known only once its contests are drawn."""
+
+    generation: int
+    started: float = attrs.field(factory=time.monotonic)
+    total: int = 0
+    done: int = 0
+    fitness: dict = attrs.field(factory=dict)  # unit id -> fitness on this generation's minibatch
+    last_line: float = attrs.field(factory=time.monotonic)
+
+    def scored(self, event) -> None:
+        if event.done == 1:  # the first unit of a new batch of work
+            self.total += event.total
+        self.done += 1
+        self.fitness[event.unit.id] = event.unit.fitness
+
+    def so_far(self) -> str:
+        values = [f for f in self.fitness.values() if f is not None]
+        return f"best {max(values):.3f} mean {sum(values) / len(values):.3f}" if values else ""
+
+
 class ConsoleLogger:
-    """Progress a person can follow: a line per generation, a live counter while units are scored."""
+    """Progress a person can follow. In a terminal: a bar per generation (units scored, elapsed, ETA, best and
+    mean so far). In a pipe or CI log: a line per generation, and a line every ``heartbeat_seconds`` within
+    a long one."""
 
     name = "console"
+    heartbeat_seconds = 30.0
 
     def __init__(self, settings):
         self.verbose = settings.verbose
         self.live = sys.stderr.isatty()
+        self.progress: GenerationProgress | None = None
+        self.bar = None  # tqdm bar of the generation being scored, in a terminal
+        self.total_generations = settings.evolution_generations
 
     def say(self, text: str) -> None:
-        click.echo(text, err=True)
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)  # above the bar, which is redrawn below
+        else:
+            click.echo(text, err=True)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     @hookimpl
     def lpb_run_started(self, event):
         settings = event.config["settings"]
+        self.total_generations = event.total_generations
         if event.resumed_after is not None:
             self.say(f"Resuming {event.run_dir} after generation {event.resumed_after}")
         self.say(f"Breeding task {settings['task']!r} on {event.config['model']}: population {event.population_size}, "
@@ -39,12 +86,31 @@ class ConsoleLogger:
 
     @hookimpl
     def lpb_unit_evaluated(self, event):
-        line = (f"  generation {event.generation}: scored {event.done}/{event.total} units on {event.items} items "
-                f"(last {event.unit.id}: {event.unit.fitness:.3f})")
+        if self.progress is None or self.progress.generation != event.generation:
+            self.close_bar()
+            self.progress = GenerationProgress(event.generation)
+        progress = self.progress
+        progress.scored(event)
         if self.live:
-            click.echo("\r" + line, err=True, nl=event.done == event.total)
+            self.update_bar(progress)
         elif self.verbose:
-            self.say(line)
+            self.say(f"  generation {event.generation}: scored {event.done}/{event.total} units on {event.items} "
+                     f"items (last {event.unit.id}: {event.unit.fitness:.3f})")
+        elif time.monotonic() - progress.last_line >= self.heartbeat_seconds:
+            progress.last_line = time.monotonic()
+            self.say(f"  generation {progress.generation}/{self.total_generations}: {progress.done}/{progress.total} "
+                     f"units scored, {time.monotonic() - progress.started:.0f}s so far, {progress.so_far()}")
+
+    def update_bar(self, progress: GenerationProgress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            # smoothing=0: the ETA comes from the average rate of the whole generation so far.
+            self.bar = tqdm(total=progress.total, desc=f"generation {progress.generation}/{self.total_generations}",
+                            unit="unit", file=sys.stderr, leave=False, smoothing=0, dynamic_ncols=True)
+        self.bar.total = progress.total
+        self.bar.set_postfix_str(progress.so_far(), refresh=False)
+        self.bar.update(1)
 
     @hookimpl
     def lpb_mutation_applied(self, event):
@@ -55,15 +121,78 @@ class ConsoleLogger:
 
     @hookimpl
     def lpb_generation_finished(self, event):
+        self.close_bar()
+        self.progress = None
         record, best = event.record, event.record.best()
         fitnesses = [u.fitness for u in record.population]
         self.say(f"generation {record.generation}/{event.total_generations}: best {best.fitness:.3f} "
                  f"mean {sum(fitnesses) / len(fitnesses):.3f} ({best.id}) | {record.usage.llm_calls} LLM calls, "
                  f"{record.wall_seconds:.1f}s")
 
+    @hookimpl
+    def lpb_run_finished(self, event):
+        self.close_bar()
+
+
+class EventLog:
+    """events.jsonl: one JSON object per event, appended and flushed as it happens, so a run killed at any
+    point keeps its history up to its last event; a resumed run appends to it."""
+
+    name = "events"
+
+    def __init__(self, settings):
+        self.handle = None
+
+    def write(self, kind: str, **fields) -> None:
+        if self.handle is None:
+            return
+        line = json.dumps({"event": kind, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                           **fields}, ensure_ascii=False)
+        self.handle.write(line + "\n")  # one write of a whole line, then flushed: a kill never splits it
+        self.handle.flush()
+
+    @hookimpl
+    def lpb_run_started(self, event):
+        self.handle = open(event.run_dir / EVENTS_FILE, "a", encoding="utf-8")
+        self.write("run_started", run_dir=str(event.run_dir), resumed_after=event.resumed_after,
+                   total_generations=event.total_generations, population_size=event.population_size,
+                   model=event.config.get("model"), settings=event.config.get("settings"))
+
+    @hookimpl
+    def lpb_unit_evaluated(self, event):
+        self.write("unit_evaluated", generation=event.generation, unit=event.unit.id, fitness=event.unit.fitness,
+                   scores=dict(event.unit.scores), items=event.items, done=event.done, total=event.total)
+
+    @hookimpl
+    def lpb_mutation_applied(self, event):
+        self.write("mutation_applied", generation=event.generation, operator=event.operator, parent=event.parent.id,
+                   child=event.child.id, replaced=event.replaced, fitness=event.child.fitness,
+                   prompts=dict(event.child.prompts), mutation_prompt=event.child.mutation_prompt)
+
+    @hookimpl
+    def lpb_generation_finished(self, event):
+        record = event.record
+        fitnesses = [u.fitness for u in record.population if u.fitness is not None]
+        self.write("generation_finished", generation=record.generation, best_unit=record.best().id,
+                   best=max(fitnesses), mean=round(sum(fitnesses) / len(fitnesses), 6), worst=min(fitnesses),
+                   births=len(record.births), usage=record.usage.to_dict(), wall_seconds=round(record.wall_seconds, 3))
+
+    @hookimpl
+    def lpb_run_finished(self, event):
+        summary = event.summary
+        fitness = {k: summary.get(k) for k in ("best_train_fitness", "best_validation_fitness", "best_test_fitness")}
+        self.write("run_finished", stopped_because=summary["stopped_because"],
+                   generations_completed=summary["generations_completed"], best_unit=summary["best_unit"]["id"],
+                   **fitness)
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
 
 class WandbLogger:
-    """Weights & Biases: the config at start, fitness per generation, the summary at the end."""
+    """Weights & Biases: the config at start, fitness per generation, and at the end the summary, the top
+    prompts and the operator table. A resumed breed continues the same W&B run (its id is kept in the
+    run directory)."""
 
     name = "wandb"
 
@@ -77,26 +206,49 @@ class WandbLogger:
 
     @hookimpl
     def lpb_run_started(self, event):
-        self.run = self.wandb.init(project=self.project, config=event.config, name=event.run_dir.name,
-                                   resume="allow")
+        id_file = event.run_dir / WANDB_FILE
+        run_id = files.read_json(id_file)["run_id"] if id_file.exists() else None
+        self.run = self.wandb.init(project=self.project, id=run_id, resume="allow" if run_id else None,
+                                   config=event.config, name=f"{event.config['settings']['task']}/{event.run_dir.name}")
+        if run_id is None:
+            files.write_json_atomic(id_file, {"run_id": self.run.id, "project": self.project})
 
     @hookimpl
     def lpb_generation_finished(self, event):
         record = event.record
         fitnesses = [u.fitness for u in record.population]
         self.run.log({"generation": record.generation, "best_fitness": max(fitnesses),
-                      "mean_fitness": sum(fitnesses) / len(fitnesses), "llm_calls": record.usage.llm_calls,
-                      "prompt_tokens": record.usage.prompt_tokens,
+                      "mean_fitness": sum(fitnesses) / len(fitnesses), "worst_fitness": min(fitnesses),
+                      "llm_calls": record.usage.llm_calls, "prompt_tokens": record.usage.prompt_tokens,
                       "completion_tokens": record.usage.completion_tokens}, step=record.generation)
 
     @hookimpl
     def lpb_run_finished(self, event):
-        for key in ("best_train_fitness", "best_test_fitness", "initial_best_test_fitness", "wall_seconds"):
-            self.run.summary[key] = event.summary.get(key)
+        from lpb_plugins.run_data import load_run, operator_table, top_prompts
+
+        summary = event.summary
+        for key in ("best_train_fitness", "best_validation_fitness", "best_test_fitness", "initial_best_test_fitness",
+                    "stopped_because", "llm_calls", "wall_seconds", "cost_usd"):
+            self.run.summary[key] = summary.get(key)
+        for comparison in (summary.get("held_out") or {}).get("comparisons", []):
+            self.run.summary[f"held_out_vs_{'_'.join(comparison['b_roles'])}"] = comparison["sentence"]
+        # This process is the breed, and it has ended: its files are final even while it holds the run's lock.
+        run = attrs.evolve(load_run(event.run_dir), running=False)
+        columns = ["rank", "id", "prompt", "train_fitness", "validation_fitness", "held_out_fitness", "operator",
+                   "born", "mutation_prompt"]
+        rows = [[row["rank"], row["id"], "\n".join(row["prompts"].values()), row["train_fitness"],
+                 row["validation_fitness"], row["held_out_fitness"], row["operator"], row["born"],
+                 row["mutation_prompt"]] for row in top_prompts(run)]
+        operators = [[row["operator"], row["children"], row["contests_entered"], row["wins"], row["win_rate"]]
+                     for row in operator_table(run)]
+        self.run.log({"top_prompts": self.wandb.Table(columns=columns, data=rows),
+                      "operators": self.wandb.Table(columns=["operator", "children", "contests_entered", "wins",
+                                                             "win_rate"], data=operators)})
         self.run.finish()
 
 
 @hookimpl
 def lpb_register_loggers(register):
     register(ConsoleLogger)
+    register(EventLog)
     register(WandbLogger)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lpb_core.cli import cli
+from lpb_core.cli import add_plugin_commands, cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
@@ -26,7 +26,8 @@ def day_care(tmp_path) -> Path:
 
 @pytest.fixture
 def lpb():
-    """Run the lpb CLI in-process; returns click's Result."""
+    """Run the lpb CLI in-process, with the commands plugins add, as `lpb` has them; returns click's Result."""
+    add_plugin_commands()
     runner = CliRunner()
 
     def run(*args):
@@ -99,3 +100,24 @@ def spies(*backends: SpyBackend):
                 register(backend)
 
     return Spies()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One small finished random-model run (events logged), shared by the tests that only read it."""
+    from lpb_core.run import breed
+    from lpb_core.settings import BreedSettings
+
+    day_care = tmp_path_factory.mktemp("finished") / "day_care"
+    shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    breed(BreedSettings(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=4,
+                        evolution_generations=3, fitness_batch_size=4, test_split=0.2, seed=2, loggers=("events",)))
+    return day_care / "sentiment" / "RUN_0"
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A private copy of the finished run, to break or rewrite."""
+    target = tmp_path / "day_care" / "sentiment" / "RUN_0"
+    shutil.copytree(finished_run, target, ignore=shutil.ignore_patterns("report.*", "fitness.png"))
+    return target

@@ -16,6 +16,7 @@ from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit
 from tests.conftest import REPO, SpyBackend, spies
+from tests.report_checks import check_report
 
 pytestmark = pytest.mark.embedded
 
@@ -30,7 +31,7 @@ def built_in(tmp_path):
     return target
 
 
-def test_a_small_breed_on_the_embedded_model(built_in):
+def test_a_small_breed_on_the_embedded_model_and_its_report(built_in, lpb):
     summary = breed(BreedSettings(task="sentiment", day_care_dir=built_in, population_size=4, evolution_generations=1,
                                   fitness_batch_size=6, test_split=0.05, loggers=()))
     jsonschema.validate(summary, schema("summary"))
@@ -41,6 +42,11 @@ def test_a_small_breed_on_the_embedded_model(built_in):
     record = json.loads((built_in / "sentiment" / "RUN_0" / "generation_001.json").read_text())
     assert all(u["prompts"]["task_prompt"].strip() for u in record["population"])
     assert len(record["births"]) == 2
+    # The report of a real model's run: its numbers checked against the run's files.
+    run_dir = built_in / "sentiment" / "RUN_0"
+    assert lpb("report", run_dir).exit_code == 0
+    markdown, _ = check_report(run_dir)
+    assert "SmolLM2-135M-Instruct" in markdown and summary["held_out"]["comparisons"]
 
 
 def test_debug_mode_runs_every_operator_on_the_embedded_model(built_in):

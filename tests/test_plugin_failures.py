@@ -282,7 +282,7 @@ def test_a_loggers_input_error_with_only_a_message_names_the_logger(lpb, day_car
 def test_the_resume_command_gives_back_the_same_settings(day_care):
     settings = BreedSettings(
         task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=6, seed=3,
-        operators=("a", "b"), disabled_plugins=("lpb-loggers",), loggers=("console", "wandb"), test_cot=True,
+        operators=("a", "b"), disabled_plugins=("lpb-loggers",), loggers=("console", "events", "wandb"), test_cot=True,
         test_no_cot=True, endpoints=("h1:1", "h2:2"), cache=False, max_cost=0.5, fitness_test_suite="suite.json",
         verbose=True, continue_run_number=4, decoder_options_override="sample(temperature=0.5)", n_threads=2,
         initial_prompts=("Say 'positive' or 'negative'.", "Classify it."), mutation_model="openai/gpt-4o",

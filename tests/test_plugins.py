@@ -58,7 +58,7 @@ def test_describe_names_distribution_version_and_registrations():
     rows = {row["name"]: row for row in describe(load_plugins())}
     assert rows["lpb-scorers"]["version"] == "0.1.0"
     assert rows["lpb-scorers"]["hooks"] == ["lpb_register_fitness_scorers"]
-    assert rows["lpb-loggers"]["registers"] == {"loggers": ["console", "wandb"]}
+    assert rows["lpb-loggers"]["registers"] == {"loggers": ["console", "events", "wandb"]}
 
 
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("lpb_")]

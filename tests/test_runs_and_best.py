@@ -1,0 +1,153 @@
+"""events.jsonl through a kill -9, `lpb runs` (statuses and the command that resumes), and `lpb best`."""
+
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import lmql
+
+from lpb_plugins.loggers import EVENTS_FILE
+from lpb_plugins.run_data import LOCK_FILE, read_events
+from tests.conftest import FIXTURES
+
+ARGS = ["--model-name-or-path", "random", "--task", "sentiment", "--population-size", "4",
+        "--evolution-generations", "2", "--fitness-batch-size", "4", "--seed", "5"]
+
+
+def lpb_command(*args):
+    return [sys.executable, "-m", "lpb_core", *map(str, args)]
+
+
+def kill_after_generation(day_care, generation):
+    """Start a breed, SIGKILL it once generation_<generation>.json is written; returns the run directory."""
+    run = day_care / "sentiment" / "RUN_0"
+    process = subprocess.Popen(lpb_command("breed", "--day-care-dir", day_care, *ARGS), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (run / f"generation_{generation:03d}.json").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return run
+
+
+def test_events_survive_kill_and_lpb_runs_gives_the_command_that_resumes(tmp_path, lpb):
+    day_care = tmp_path / "day_care"
+    shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    run = kill_after_generation(day_care, 1)
+    assert not (run / "summary.json").exists()
+
+    lines = (run / EVENTS_FILE).read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line whole and valid JSON
+    assert events[0]["event"] == "run_started" and events[0]["total_generations"] == 2
+    generations = sorted(int(p.stem.split("_")[1]) for p in run.glob("generation_*.json"))
+    finished = [e["generation"] for e in events if e["event"] == "generation_finished"]
+    assert finished[:len(generations)] == generations  # each written generation was logged right after
+    for number in generations:  # and every child of it was logged before that
+        record = json.loads((run / f"generation_{number:03d}.json").read_text())
+        children = {b["child"] for b in record["births"]}
+        applied = {e["child"] for e in events if e["event"] == "mutation_applied" and e["generation"] == number}
+        assert children == applied
+        scored = {e["unit"] for e in events if e["event"] == "unit_evaluated" and e["generation"] == number}
+        assert {u["id"] for u in record["population"]} <= scored  # losers were scored too, then replaced
+
+    result = lpb("runs", day_care, "--json")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["status"] == "interrupted" and row["generations_done"] == generations[-1]
+    assert row["generations_asked"] == 2 and row["model"] == "random"
+    command = shlex.split(row["resume_command"])
+    assert command[:2] == ["lpb", "breed"] and "--continue-run-number" in command
+    text = lpb("runs", day_care).output
+    assert f"sentiment/RUN_0: interrupted, generation {generations[-1]}/2" in text and row["resume_command"] in text
+
+    resumed = subprocess.run(lpb_command(*command[1:]), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming" in resumed.stderr
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "finished" and row["generations_done"] == 2 and row["resume_command"] is None
+    assert row["best_held_out_fitness"] is not None
+    after = read_events(run / EVENTS_FILE)
+    assert after[:len(events)] == events  # appended, never rewritten
+    assert [e["event"] for e in after].count("run_started") == 2 and after[-1]["event"] == "run_finished"
+
+
+def test_a_breed_holding_the_run_lock_shows_as_running(run_copy, lpb):
+    (run_copy / "summary.json").unlink()
+    day_care = run_copy.parent.parent
+    # A breeding process holds the lock (flock); the kernel releases it however the process ends.
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+                               str(run_copy / LOCK_FILE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        [row] = json.loads(lpb("runs", day_care, "--task", "sentiment", "--json").stdout)
+        assert row["status"] == "running" and row["resume_command"] is None
+    finally:
+        holder.kill()
+        holder.wait()
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "interrupted"
+    with open(run_copy / LOCK_FILE) as lock:  # looking never leaves the lock taken
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_budget_stop_resumes_without_the_budget_it_hit(tmp_path, lpb):
+    day_care = tmp_path / "day_care"
+    shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    result = lpb("breed", "--day-care-dir", day_care, *ARGS, "--max-llm-calls", "30", "--max-tokens", "100000000",
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "stopped by budget"
+    command = shlex.split(row["resume_command"])
+    assert "--max-llm-calls" not in command and command[command.index("--max-tokens") + 1] == "100000000"
+    assert lpb(*command[1:], "--quiet").exit_code == 0
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "finished" and row["generations_done"] == 2
+
+
+def test_best_prints_the_bare_prompt_and_json(lpb, finished_run):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    text = lpb("best", finished_run)
+    assert text.exit_code == 0 and text.stdout == summary["best_unit"]["prompts"]["task_prompt"] + "\n"
+    data = json.loads(lpb("best", finished_run, "--format", "json").stdout)
+    assert data["prompts"] == summary["best_unit"]["prompts"] and data["id"] == summary["best_unit"]["id"]
+    assert data["context"] == summary["best_unit"]["context"]
+    assert data["fitness"] == {"train": summary["best_train_fitness"], "validation": summary["best_validation_fitness"],
+                               "held_out": summary["best_test_fitness"]}
+
+
+def test_best_as_lmql_is_a_query_lmql_runs(lpb, finished_run):
+    result = lpb("best", finished_run, "--format", "lmql")
+    assert result.exit_code == 0, result.output
+    code = result.stdout
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert repr(summary["best_unit"]["prompts"]["task_prompt"]) in code
+    assert "\nargmax\n" in code  # the fitness decoder of the tiny day care
+    query = lmql.query(code, input_variables=["text"], is_async=False)
+    result = query(text="Loved every minute of it.", model=lmql.model("random", seed=1))
+    result = result[0] if isinstance(result, list) else result
+    assert result.variables["ANSWER"] in ("positive", "negative")
+    assert summary["best_unit"]["prompts"]["task_prompt"] in result.prompt
+
+
+def test_a_run_started_with_a_relative_day_care_resumes_from_where_it_was_started(run_copy, lpb):
+    day_care = run_copy.parent.parent
+    config = json.loads((run_copy / "config.json").read_text())
+    config["settings"]["day_care_dir"] = "day_care"  # as typed in the directory above it
+    config["day_care"] = str(day_care)  # as resolved
+    (run_copy / "config.json").write_text(json.dumps(config))
+    (run_copy / "summary.json").unlink()
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    command = shlex.split(row["resume_command"])
+    assert command[:4] == ["cd", str(day_care.parent), "&&", "lpb"]
+    assert command[command.index("--day-care-dir") + 1] == "day_care"
