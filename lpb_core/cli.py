@@ -114,6 +114,8 @@ def csv_names(ctx, param, value):
         help="Stop once the estimated spend reaches this many US dollars (hosted models with known prices).")
 @option("initial_prompt", multiple=True,
         help="Your own prompt, put into generation 0 beside the generated ones (repeatable).")
+@click.option("--task-description-unit/--no-task-description-unit", default=True, show_default=True,
+              help="Put the task description itself into generation 0 as one unit's prompt.")
 @option("mutation_model", default=None, show_default="the model being optimised",
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),

@@ -20,7 +20,7 @@ from lpb_core.fitness import FitnessTest, Minibatch
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
 from lpb_core.settings import BreedSettings
-from lpb_core.units import SEED, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
+from lpb_core.units import SEED, TASK_DESCRIPTION, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
 
 
 @attrs.define
@@ -62,12 +62,20 @@ class Breeder:
         rng = self.rng("init")
         draws = [(rng.choice(day_care.mutation_prompts), rng.choice(day_care.thinking_styles))
                  for _ in range(self.settings.population_size)]
-        # The user's own prompts take the first places (one candidate each); the paper's initialisation fills the rest.
+        # The user's own prompts take the first places (one candidate each), then the task description itself
+        # (a fair starting prompt that a small model's first attempts often fall below); the paper's
+        # initialisation fills the rest.
+        given = [(prompts, SEED) for prompts in self.seeds]
+        first_field = day_care.breeder.prompt_fields[0]
+        if (self.settings.task_description_unit and len(given) < len(draws)
+                and all(p.get(first_field) != self.fitness.task.description for p, _ in given)):
+            given.append(({first_field: self.fitness.task.description}, TASK_DESCRIPTION))
         groups = []
         for number, (mutation_prompt, thinking_style) in enumerate(draws):
-            given = self.seeds[number] if number < len(self.seeds) else {}
-            candidates = 1 if given else self.settings.initial_prompts_per_unit
-            groups.append([(f"u{number:04d}", mutation_prompt, thinking_style, c, given) for c in range(candidates)])
+            prompts, origin = given[number] if number < len(given) else ({}, "initial")
+            candidates = 1 if prompts else self.settings.initial_prompts_per_unit
+            groups.append([(f"u{number:04d}", mutation_prompt, thinking_style, c, prompts, origin)
+                           for c in range(candidates)])
         drafts = await run_all(self.initial_candidate(*args) for group in groups for args in group)
         batch = self.minibatch(0)
         scored = iter(await self.evaluate_all(drafts, batch, 0))
@@ -150,10 +158,11 @@ class Breeder:
             similarity_filter=self.similarity_filter)
 
     async def initial_candidate(self, unit_id: str, mutation_prompt: str, thinking_style: str, candidate: int,
-                                given: dict) -> Unit:
+                                given: dict, origin: str) -> Unit:
         """The paper's initialisation: mutation prompt + thinking style + problem description -> task prompt.
 
-        Prompt fields in ``given`` (the user's seed) are kept as they are; only the others are generated.
+        Prompt fields in ``given`` (a seed) are kept as they are; only the others are generated. ``origin``
+        becomes the unit's operator: "initial", SEED or TASK_DESCRIPTION.
         """
         day_care, task = self.fitness.day_care, self.fitness.task
         prompts = dict(given)
@@ -170,7 +179,7 @@ class Breeder:
         # Still blank: the task description is a sane starting prompt, and breeding moves on from it.
         prompts = {f: prompts.get(f) or task.description for f in day_care.breeder.prompt_fields}
         return Unit(id=unit_id, prompts=prompts, mutation_prompt=mutation_prompt, thinking_style=thinking_style,
-                    operator=SEED if given else "initial")
+                    operator=origin)
 
     async def evaluate_all(self, units: list[Unit], batch: Minibatch, generation: int) -> list[Unit]:
         """Score the units not yet scored on ``batch``; keeps order."""

@@ -54,6 +54,7 @@ class BreedSettings:
     cache: bool = True  # reuse results of deterministic queries (SQLite in the run directory)
     # Beating the user's own prompt:
     initial_prompts: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # seeds, beside the task's own
+    task_description_unit: bool = True  # generation 0 includes the task description itself as a prompt
     mutation_model: str | None = None  # writes the prompts; None: the model being optimised does
     validation_split: float = 0.25  # share of the training items kept back to choose the winner
     finalists: int = 4  # units of the last generation, by training fitness, compared on the validation items

@@ -12,6 +12,7 @@ import attrs
 
 
 SEED = "seed"  # the ``operator`` of a unit whose prompts the user supplied
+TASK_DESCRIPTION = "task_description"  # the ``operator`` of the generation-0 unit whose prompt is the description
 
 
 def _frozen_dict(value: Mapping[str, Any] | None) -> dict:

@@ -32,7 +32,8 @@ def test_initial_prompts_become_seeded_units_of_generation_zero(day_care):
     units = generation(day_care, 0)["population"]
     seeded = [(u["id"], u["prompts"]["task_prompt"]) for u in units if u["operator"] == "seed"]
     assert seeded == [("u0000", OTHER), ("u0001", "Positive or negative?"), ("u0002", MINE)]
-    assert [u["operator"] for u in units[3:]] == ["initial"]
+    # The task description itself takes the next place; the paper's initialisation has none left here.
+    assert [(u["operator"], u["prompts"]["task_prompt"]) for u in units[3:]] == [("task_description", task["task_description"])]
     config = json.loads((day_care / "sentiment" / "RUN_0" / "config.json").read_text())
     assert config["settings"]["initial_prompts"] == [MINE, OTHER]
     held_out = summary["held_out"]["units"]
@@ -149,3 +150,19 @@ def test_an_unknown_mutation_model_is_bad_input(lpb, day_care):
     result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--mutation-model", "no-such-model")
     assert result.exit_code == 2
     assert "command line: --mutation-model: no model backend accepts 'no-such-model'" in result.output
+
+
+def test_generation_zero_holds_the_task_description_unless_asked_not_to(day_care):
+    description = json.loads((day_care / "sentiment" / "task_description.json").read_text())["task_description"]
+    breed(settings(day_care, evolution_generations=0))
+    units = generation(day_care, 0)["population"]
+    assert [u["operator"] for u in units] == ["task_description", "initial", "initial", "initial"]
+    assert units[0]["prompts"]["task_prompt"] == description
+    breed(settings(day_care, evolution_generations=0, task_description_unit=False))
+    assert [u["operator"] for u in generation(day_care, 0, run=1)["population"]] == ["initial"] * 4
+    # A seed that is the description already is not added twice; seeds that fill the population leave no room.
+    breed(settings(day_care, evolution_generations=0, initial_prompts=(description,)))
+    assert [u["operator"] for u in generation(day_care, 0, run=2)["population"]] == ["seed", "initial", "initial",
+                                                                                        "initial"]
+    breed(settings(day_care, evolution_generations=0, initial_prompts=("a", "b", "c", "d")))
+    assert [u["operator"] for u in generation(day_care, 0, run=3)["population"]] == ["seed"] * 4
