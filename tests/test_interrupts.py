@@ -48,8 +48,8 @@ def test_a_signal_saves_and_prints_the_command_that_resumes(day_care, signum):
     command = command.strip()
     assert command == shlex.join([
         "lpb", "breed", "--model-name-or-path", "random", "--day-care-dir", str(day_care), "--task", "sentiment",
-        "--population-size", "4", "--evolution-generations", "30", "--seed", "5", "--continue-run-number", "0",
-        "--fitness-batch-size", "4", "--test-split", "0.3"])
+        "--population-size", "4", "--evolution-generations", "30", "--seed", "5", "--fitness-batch-size", "4",
+        "--test-split", "0.3", "--continue-run-number", "0"])
     saved = sorted(run.glob("generation_*.json"))
     for path in run.glob("*.json"):
         json.loads(path.read_text())
