@@ -82,7 +82,8 @@ class HalfWritingJson:
         return getattr(json, name)
 
     def dump(self, data, handle, **options):
-        if MOMENT == "write" and HALF_WRITTEN in os.path.basename(handle.name):
+        target = os.readlink(f"/proc/self/fd/{handle.fileno()}")  # opened from a file descriptor: no name
+        if MOMENT == "write" and HALF_WRITTEN in os.path.basename(target):
             text = json.dumps(data, **options)
             handle.write(text[: len(text) // 2])
             handle.flush()
