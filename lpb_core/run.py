@@ -55,7 +55,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     except InputError as exc:  # nothing else can be checked without them
         raise_all(problems + [exc])
     problems += day_care.task_problems.get(settings.task, [])
-    if settings.decoder_options_override:
+    if settings.decoder_options_override is not None:  # an empty one is a mistake, not "no override"
         try:
             override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
             task = attrs.evolve(task, decoder=override, fitness_decoder=override)
