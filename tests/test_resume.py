@@ -46,7 +46,7 @@ def uninterrupted(tmp_path_factory):
     whole = tmp_path_factory.mktemp("whole")
     shutil.copytree(FIXTURES / "tiny_day_care", whole, dirs_exist_ok=True)
     process = lpb_process(whole)
-    output, _ = process.communicate(timeout=300)
+    output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output
     run = whole / "sentiment" / "RUN_0"
     assert sorted(p.name for p in run.glob("generation_*.json")) == GENERATIONS
@@ -57,7 +57,7 @@ def resume_and_compare(day_care, uninterrupted):
     run = day_care / "sentiment" / "RUN_0"
     finished = list(run.glob("generation_*.json"))
     resumed = lpb_process(day_care, "--continue-run-number", "0")
-    output, _ = resumed.communicate(timeout=300)
+    output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output
     assert ("Resuming" in output) == bool(finished)
     assert sorted(p.name for p in run.glob("generation_*.json")) == GENERATIONS
@@ -77,7 +77,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, uninterrup
     shutil.copytree(FIXTURES / "tiny_day_care", interrupted)
     run = interrupted / "sentiment" / "RUN_0"
     process = lpb_process(interrupted)
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while not (run / "generation_001.json").exists():
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline
@@ -104,7 +104,7 @@ def test_kill_at_a_chosen_moment_then_resume(tmp_path, uninterrupted, moment):
     shutil.copytree(FIXTURES / "tiny_day_care", day_care)
     run = day_care / "sentiment" / "RUN_0"
     process = lpb_process(day_care, driver=[str(CRASH_DRIVER), moment])
-    output, _ = process.communicate(timeout=300)
+    output, _ = process.communicate(timeout=900)
     assert process.returncode == -signal.SIGKILL, output
     assert sorted(p.name for p in run.glob("generation_*.json")) == CRASHES[moment]
     assert (run / "config.json").exists() and not (run / "summary.json").exists()
