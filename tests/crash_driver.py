@@ -70,9 +70,9 @@ killer = Killer()
 real_run = LanguageModel.run
 
 
-async def run_or_die(self, template, args, decoder):
+async def run_or_die(self, template, *args, **kwargs):
     killer.before_call(template.name)
-    return await real_run(self, template, args, decoder)
+    return await real_run(self, template, *args, **kwargs)
 
 
 class HalfWritingJson:
