@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
@@ -14,6 +15,7 @@ import attrs
 import click
 
 from lpb_core.errors import BreedError, InputError, PluginError, RunFailed, problems_in
+from lpb_core.interrupts import Interrupted
 from lpb_core.settings import BreedSettings
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
@@ -37,6 +39,11 @@ def option(name: str, *extra_names: str, **kwargs):
     return click.option(*spellings, name.lower(), **kwargs)
 
 
+def one_line(message) -> str:
+    """A message kept to one line: line breaks from file names or values are shown escaped."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def report_errors(command):
     """Bad input: one line, exit 2. Anything else: one line, exit 1 (the traceback only with --verbose)."""
 
@@ -45,21 +52,47 @@ def report_errors(command):
         try:
             return command(*args, **kwargs)
         except (InputError, PluginError) as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {one_line(exc)}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; finished generations are saved (resume with --continue-run-number).", err=True)
+        except KeyboardInterrupt:  # outside a breed (a breed reports its own, with the resume command)
+            click.echo("Interrupted.", err=True)
             sys.exit(130)
         except Exception as exc:  # a one-line message is the contract; --verbose shows the rest
             if kwargs.get("verbose"):
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {one_line(exc)}", err=True)
             sys.exit(1)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: `lpb` alone prints the help
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    try:
+        yield
+    except _SHOWS_HELP:
+        raise
+    except click.UsageError as exc:
+        exc.ctx = None  # click then prints only "Error: <message>", which names the option
+        raise
+
+
+class LpbGroup(click.Group):
+    """A mistyped option is bad input like any other: one line naming it, exit 2 (no usage block)."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=LpbGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="llama-day-care")
 def cli():
     """LLaMA Day Care: breed better prompts with PromptBreeder on LMQL."""
@@ -181,6 +214,9 @@ def _breed(**options):
     settings = settings_from_options(**options)
     try:
         summary = run_breed(settings)
+    except Interrupted as stop:
+        click.echo(interrupted_message(stop, settings), err=True)
+        sys.exit(stop.exit_code)
     except RunFailed as failed:
         if failed.run_number is None:  # --debug-mode: nothing to resume
             raise
@@ -199,6 +235,15 @@ def _breed(**options):
                    " raise the budget and add --continue-run-number to go on.")
     click.echo(f"Run directory: {summary['run_dir']}")
     click.echo(f"See the run: lpb report {shlex.quote(summary['run_dir'])}")
+
+
+def interrupted_message(stop: Interrupted, settings: BreedSettings) -> str:
+    if stop.run_number is not None:
+        return (f"Interrupted by {stop.signal_name}; the finished generations are saved in {stop.run_dir}. Resume with:"
+                f"\n  {resume_command(attrs.evolve(settings, continue_run_number=stop.run_number))}")
+    why = "debug runs are not resumed" if stop.run_dir is not None else "no run had started"
+    return (f"Interrupted by {stop.signal_name}; {why}. Start again with:\n"
+            f"  {resume_command(attrs.evolve(settings, continue_run_number=None))}")
 
 
 # Which of a task's items `lpb eval` scores, as a breed with the same seed and splits divides them.
@@ -348,7 +393,7 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
         except (InputError, PluginError) as exc:
             problems.extend(problems_in(exc))
     if problems:
-        for problem in dict.fromkeys(map(str, problems)):
+        for problem in dict.fromkeys(map(one_line, problems)):
             click.echo(f"Error: {problem}", err=True)
         sys.exit(2)
     click.echo(f"ok: {day_care_dir} ({', '.join(tasks)})")

@@ -61,6 +61,11 @@ class Task:
     def description_file(self) -> Path:
         return self.folder / "task_description.json"
 
+    def missing_suite(self) -> InputError:
+        """The problem when the suite task_description.json names (or the default one) is not there."""
+        return InputError(self.description_file, f"no suite file at {str(self.suite_path)!r} (name one here or pass "
+                          "--fitness-test-suite)", "$.fitness_test_suite")
+
 
 @attrs.frozen
 class DayCare:
@@ -98,16 +103,16 @@ def load_breeder(path: Path, base: Breeder | None = None) -> Breeder:
 
     Every problem in the file is raised at once.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found (every day care needs a breeder.lmql)") from None
+    text = files.read_text(path, missing="file not found (every day care needs a breeder.lmql)")
     try:
         spec = hjson.loads(text)
     except hjson.HjsonDecodeError as exc:
         raise InputError(path, f"invalid hjson: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
-    except (IndexError, ValueError) as exc:  # hjson fails this way on some unterminated strings
-        raise InputError(path, f"invalid hjson: {exc} (an unterminated string or bracket?)") from None
+    except RecursionError:
+        raise InputError(path, "invalid hjson: nested too deeply") from None
+    except Exception:  # hjson's parser fails with assorted errors when a string or bracket is never closed
+        end = f"line {text.count(chr(10)) + 1}, column {len(text) - text.rfind(chr(10))}"
+        raise InputError(path, "invalid hjson: the file ends inside an unterminated string or bracket", end) from None
     spec = _plain(spec)
     schema = files.schema("breeder")
     if base is not None:  # a task's breeder.lmql only adds or replaces entries

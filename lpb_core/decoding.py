@@ -34,7 +34,7 @@ class Decoder:
 def parse_decoder(text: str, where: str = "command line", field: str | None = None) -> Decoder:
     try:
         node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte; the others: nesting
         raise InputError(where, f"not an LMQL decoder: {text!r} (expected e.g. argmax or sample(temperature=0.8))",
                          field) from None
     if isinstance(node, ast.Name):
@@ -43,7 +43,7 @@ def parse_decoder(text: str, where: str = "command line", field: str | None = No
         name = node.func.id
         try:
             options = tuple((kw.arg, ast.literal_eval(kw.value)) for kw in node.keywords if kw.arg)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):  # TypeError: {[]: 1}
             raise InputError(where, f"decoder options must be literal values: {text!r}", field) from None
         if len(options) != len(node.keywords):
             raise InputError(where, f"decoder options must be name=value pairs: {text!r}", field)

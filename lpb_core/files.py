@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from functools import lru_cache
 from importlib import resources
@@ -37,18 +38,27 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path, missing: str = "file not found") -> str:
+    """A UTF-8 text file, or an InputError that says why it cannot be read (and where, for bad bytes)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read: {exc}") from None
+        raise InputError(path, missing) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text: {exc.reason}", f"byte {exc.start}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a name the OS refuses
+        raise InputError(path, f"cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+
+
+def read_json(path: Path) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise InputError(path, "invalid JSON: nested too deeply") from None
 
 
 @lru_cache(maxsize=None)
@@ -58,10 +68,19 @@ def schema(name: str) -> dict:
     return json.loads(text)
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def json_path(parts) -> str:
+    """``$.key[0].other``; keys that are not plain names are quoted (``$["a b"]``), so the path stays one line."""
     path = "$"
     for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _PLAIN_KEY.match(str(part)):
+            path += f".{part}"
+        else:
+            path += f"[{json.dumps(str(part))}]"
     return path
 
 
@@ -78,7 +97,9 @@ def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputE
             expected = schema_doc_at(schema_doc, error.schema_path, missing)
             message = "missing" + (f" (expected {expected})" if expected else "")
         elif error.validator == "additionalProperties" and error.validator_value is False:
-            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+            extra = sorted(key for key in error.instance if key not in error.schema.get("properties", {})
+                           and not any(p.search(key) for p in patterns))
             parts.append(extra[0] if extra else "?")
             known = ", ".join(error.schema.get("properties", {}))
             message = f"unknown field; expected one of: {known}"

@@ -81,6 +81,12 @@ class ModelHandle:
     ``seeded_sampling``: the models take the query keyword ``SAMPLE_SEED_ARG`` (an int) and draw every
     sampled token from it and the token's position, so a sampled answer depends on the run's seed and
     what was asked, never on timing or on the order concurrent queries reach the model.
+
+    ``identity`` names what decides the model's outputs, and nothing else: it keys the query cache,
+    so it must stay the same when only settings declared resumable change (thread count, endpoints,
+    concurrency) and must change when the weights, tokenizer or sampling seed do. Backends should
+    set it (a content fingerprint of a weights file, a hosted model's id); without it the
+    description is used, which is safe but may miss the cache after such a resumable change.
     """
 
     description: str  # what config.json and summary.json record (never a secret)
@@ -90,6 +96,7 @@ class ModelHandle:
     query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
     prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
     seeded_sampling: bool = False
+    identity: str = attrs.field(default=attrs.Factory(lambda handle: handle.description, takes_self=True))
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -163,7 +170,7 @@ class LanguageModel:
         call_args = {name: args[name] for name in template.args}
         key = None
         if self.cache is not None and decoder.deterministic:
-            key = cache_key(self.handle.description, template.code, call_args, decoder.clause)
+            key = cache_key(self.handle.identity, template.code, call_args, decoder.clause)
             cached = self.cache.get(key)
             if cached is not None:
                 self.usage += Usage(cache_hits=1)

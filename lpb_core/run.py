@@ -15,6 +15,7 @@ from lpb_core.engine import Breeder
 from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
 from lpb_core.events import RunFinished, RunStarted
 from lpb_core.fitness import FitnessTest, split
+from lpb_core.interrupts import InterruptGuard, Interrupted
 from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import Budget, LanguageModel, Meter, ModelHandle, open_model
@@ -54,7 +55,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     except InputError as exc:  # nothing else can be checked without them
         raise_all(problems + [exc])
     problems += day_care.task_problems.get(settings.task, [])
-    if settings.decoder_options_override:
+    if settings.decoder_options_override is not None:  # an empty one is a mistake, not "no override"
         try:
             override = parse_decoder(settings.decoder_options_override, "command line", "--decoder-options-override")
             task = attrs.evolve(task, decoder=override, fitness_decoder=override)
@@ -62,8 +63,12 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
             problems.append(exc)
     suite_path = settings.fitness_test_suite or task.suite_path
     suites = {}
-    for role, path in (("train", suite_path), ("held_out", settings.test_suite)):
-        if path:
+    for role, path, option in (("train", suite_path, "--fitness-test-suite"),
+                               ("held_out", settings.test_suite, "--test-suite")):
+        if path and not path.is_file():  # named where the name was given
+            problems.append(task.missing_suite() if path == task.suite_path
+                            else InputError("command line", f"no suite file at {str(path)!r}", option))
+        elif path:
             try:
                 suites[role] = read_suite(path)
                 problems += gold_label_problems(suites[role], task, path)
@@ -142,7 +147,9 @@ def make_config(prepared: Prepared, models: Models) -> dict:
         "lpb_version": __version__,
         "settings": prepared.settings.to_dict(),
         "model": models.task.description,
+        "model_identity": models.task.identity,  # what keys the query cache
         "mutation_model": models.mutation.description,
+        "mutation_model_identity": models.mutation.identity,
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,
@@ -160,27 +167,41 @@ def check_resumable(run: RunDirectory, settings: BreedSettings) -> None:
 
 
 def breed(settings: BreedSettings, extra_plugins=()) -> dict:
-    """Run (or resume) a breed; returns the summary written to summary.json."""
-    prepared = prepare(settings, extra_plugins)
-    task_folder = prepared.task.folder
-    if settings.continue_run_number is not None:
-        run = RunDirectory.existing(task_folder, settings.continue_run_number)
-        check_resumable(run, settings)
-    else:
+    """Run (or resume) a breed; returns the summary written to summary.json.
+
+    SIGINT and SIGTERM stop it at a safe point with ``Interrupted``, naming the run to resume if one exists.
+    """
+    with InterruptGuard() as guard:
+        prepared = prepare(settings, extra_plugins)
+        guard.checkpoint()
+        task_folder = prepared.task.folder
         run = None
-    models = Models.open(prepared)
-    run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
-    config = make_config(prepared, models)
-    if settings.continue_run_number is None:
-        run.write_config(config)
-    try:
-        return asyncio.run(_breed_and_close(prepared, run, models, config))
-    except (InputError, PluginError):
-        raise
-    except Exception as exc:  # the run directory keeps every finished generation: say how to go on
-        if isinstance(exc, PluginFailure):
-            prepared.plugins.attribute(exc)
-        raise RunFailed(exc, run.path, run.number) from exc
+        try:
+            if settings.continue_run_number is not None:
+                run = RunDirectory.existing(task_folder, settings.continue_run_number)  # locked from here on
+                check_resumable(run, settings)
+            models = Models.open(prepared)
+            guard.checkpoint()
+            run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
+            config = make_config(prepared, models)
+            if settings.continue_run_number is None:
+                run.write_config(config)
+            return asyncio.run(guard.run(_breed_and_close, prepared, run, models, config))
+        except Interrupted as stop:
+            if run is not None and run.config_path.exists():
+                stop.run_dir, stop.run_number = run.path, run.number
+            raise
+        except (InputError, PluginError):
+            raise
+        except Exception as exc:  # the run directory keeps every finished generation: say how to go on
+            if run is None:
+                raise
+            if isinstance(exc, PluginFailure):
+                prepared.plugins.attribute(exc)
+            raise RunFailed(exc, run.path, run.number) from exc
+        finally:
+            if run is not None:
+                run.unlock()
 
 
 async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models, config: dict) -> dict:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import socket
 from pathlib import Path
 
 from lpb_core import files
@@ -11,38 +14,81 @@ from lpb_core.units import GenerationRecord
 
 _RUN = re.compile(r"^RUN_(\d+)$")
 _GENERATION = re.compile(r"^generation_(\d+)\.json$")
+LOCK_FILE = "breed.lock"
 
 
 class RunDirectory:
     def __init__(self, path: Path, number: int | None):
         self.path = Path(path)
         self.number = number
+        self._lock_fd: int | None = None
 
     @classmethod
     def create(cls, task_folder: Path, debug: bool = False) -> "RunDirectory":
-        """The next free RUN_<n> (or a fresh DEBUG folder); mkdir is the lock against a concurrent run."""
+        """The next free RUN_<n> (or a fresh DEBUG folder), locked for this breed (see ``lock``)."""
         if debug:
             path = task_folder / "DEBUG"
-            if path.exists():
-                for old in path.glob("*.json"):
-                    old.unlink()
             path.mkdir(parents=True, exist_ok=True)
-            return cls(path, None)
+            run = cls(path, None)
+            run.lock()
+            for old in path.glob("*.json"):
+                old.unlink()
+            return run
         task_folder.mkdir(parents=True, exist_ok=True)
         number = max((int(m.group(1)) for p in task_folder.iterdir() if (m := _RUN.match(p.name))), default=-1) + 1
         while True:
             try:
-                (task_folder / f"RUN_{number}").mkdir()
-                return cls(task_folder / f"RUN_{number}", number)
+                (task_folder / f"RUN_{number}").mkdir()  # mkdir claims the number against a concurrent new run
+                break
             except FileExistsError:
                 number += 1
+        run = cls(task_folder / f"RUN_{number}", number)
+        run.lock()
+        return run
 
     @classmethod
     def existing(cls, task_folder: Path, number: int) -> "RunDirectory":
+        """RUN_<number> to resume, locked for this breed: refused while another breed holds it."""
         path = task_folder / f"RUN_{number}"
         if not (path / "config.json").exists():
             raise InputError(path, "no such run to continue (config.json missing)", "--continue-run-number")
-        return cls(path, number)
+        run = cls(path, number)
+        run.lock()
+        return run
+
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.unlock()
+
+    def lock(self) -> None:
+        """Claim this run for one breed; a second one is refused. Call ``unlock`` when done.
+
+        An OS file lock (flock) rather than a pid file: the kernel drops it when the process ends,
+        however it ends (SIGKILL included), so a killed breed never blocks its resume, and there is no
+        pid that may have been reused, nor a host name to compare on a shared disk (Linux maps flock to
+        POSIX locks on NFS). The pid and host written into the file only make the refusal readable.
+        """
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise InputError(self.path, f"another lpb breed is breeding this run ({holder}); wait for it to end "
+                             "or stop it, then resume", "--continue-run-number") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._lock_fd = fd
+        # Leftovers of an atomic write cut short by a crash; nobody else writes here now.
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def config_path(self) -> Path:

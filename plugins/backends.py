@@ -14,7 +14,7 @@ from lpb_core.llm import ModelHandle
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
 from lpb_plugins.llama_cpp.lmtp_client import remote_model
-from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, resolve_gguf
+from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
 
 
@@ -37,8 +37,9 @@ class RandomBackend:
         random_model_adapter.install()
         install_fast_token_set_eq()
         model, close = shared_inprocess_model("random", seed=settings.seed, tokenizer="gpt2")
+        # Its output depends on the seed and the prompt only.
         return ModelHandle(description=f"random (seed {settings.seed})", models=(model,), count_tokens=_counter(model),
-                           close=close)
+                           close=close, identity=f"lmql-random:gpt2:seed={settings.seed}")
 
 
 # USD per million prompt / completion tokens, from OpenAI's price list when this was written; a model
@@ -72,7 +73,7 @@ class OpenAIBackend:
                              "OPENAI_API_KEY")
         model = lmql.model(model_name)
         return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model),
-                           prices=OPENAI_PRICES.get(model_name.removeprefix("openai/")))
+                           prices=OPENAI_PRICES.get(model_name.removeprefix("openai/")), identity=model_name)
 
 
 class LlamaCppBackend:
@@ -94,13 +95,19 @@ class LlamaCppBackend:
 
     def open(self, model_name: str, settings) -> ModelHandle:
         path = self.gguf_path(model_name)
+        # The weights decide the outputs, wherever they run and on however many threads (both may change
+        # on resume), so the cache is keyed on the file's content.
+        try:
+            identity = f"gguf:{gguf_fingerprint(resolve_gguf(path))}"
+        except (RuntimeError, OSError) as exc:  # the embedded model's package is missing; an unreadable file
+            raise InputError("command line", str(exc), "--model-name-or-path") from None
         if settings.endpoints:  # remote LMTP servers (lpb serve): tokenizer here, weights there
             try:
                 models = tuple(remote_model(e, path) for e in settings.endpoints)
             except (RuntimeError, ValueError) as exc:  # missing embedded model, endpoint not host:port
                 raise InputError("command line", str(exc), "--endpoint") from None
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
-                               models=models, count_tokens=_counter(models[0]))
+                               models=models, count_tokens=_counter(models[0]), identity=identity)
         try:
             model = load_model(path, n_threads=settings.n_threads, seed=settings.seed)
         except RuntimeError as exc:  # the embedded model's package is missing
@@ -109,7 +116,8 @@ class LlamaCppBackend:
         threads = model.configuration["n_threads"]
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
-                           models=(model,), count_tokens=_counter(model), seeded_sampling=True)
+                           models=(model,), count_tokens=_counter(model), seeded_sampling=True,
+                           identity=identity)
 
 
 @hookimpl

