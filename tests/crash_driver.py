@@ -9,12 +9,11 @@ MOMENT is one of:
   final     before the 3rd model call of the held-out scoring that follows the last generation
 
 The moments are found through an event hook (a plugin passed to ``lpb_core.run.breed``) and by
-wrapping ``LanguageModel.run`` and the JSON writer in this process only, so lpb needs no test hooks.
+wrapping ``LanguageModel.run`` and the file writer in this process only, so lpb needs no test hooks.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -75,25 +74,43 @@ async def run_or_die(self, template, *args, **kwargs):
     return await real_run(self, template, *args, **kwargs)
 
 
-class HalfWritingJson:
-    """The json module as lpb_core.files sees it, except that the chosen file is cut off halfway."""
+class HalfWriter:
+    """A file that writes half of what it is given, makes that durable, and dies."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
 
     def __getattr__(self, name):
-        return getattr(json, name)
+        return getattr(self.handle, name)
 
-    def dump(self, data, handle, **options):
-        target = os.readlink(f"/proc/self/fd/{handle.fileno()}")  # opened from a file descriptor: no name
-        if MOMENT == "write" and HALF_WRITTEN in os.path.basename(target):
-            text = json.dumps(data, **options)
-            handle.write(text[: len(text) // 2])
-            handle.flush()
-            os.fsync(handle.fileno())
-            die()
-        return json.dump(data, handle, **options)
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        die()
+
+
+class HalfWritingOs:
+    """The os module as lpb_core.files sees it, except that the chosen temporary file is cut off halfway."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def fdopen(fd, *args, **kwargs):
+        handle = os.fdopen(fd, *args, **kwargs)
+        target = os.readlink(f"/proc/self/fd/{fd}")  # opened from a file descriptor: no name of its own
+        return HalfWriter(handle) if MOMENT == "write" and HALF_WRITTEN in os.path.basename(target) else handle
 
 
 LanguageModel.run = run_or_die
-files.json = HalfWritingJson()
+files.os = HalfWritingOs()
 real_breed = run.breed
 run.breed = lambda settings, extra_plugins=(): real_breed(settings, extra_plugins=(*extra_plugins, killer))
 sys.argv = ["lpb", *sys.argv[2:]]

@@ -54,6 +54,7 @@ def fake_wandb(payloads: list) -> types.ModuleType:
     module = types.ModuleType("wandb")
 
     class Run:
+        id = "fake-run-id"
         summary = {}
 
         def log(self, data, step=None):
@@ -66,7 +67,12 @@ def fake_wandb(payloads: list) -> types.ModuleType:
         payloads.append(repr(kwargs))
         return Run()
 
+    def table(columns, data):
+        payloads.append(repr((columns, data)))
+        return (columns, data)
+
     module.init = init
+    module.Table = table
     return module
 
 
