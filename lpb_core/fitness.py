@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import attrs
@@ -64,6 +65,19 @@ def unit_arguments(task: Task, unit: Unit, variant: str) -> dict:
     return args
 
 
+def teaching_material(workings: list[Working], limit: int) -> tuple[Working, ...]:
+    """Up to ``limit`` workings, every answer given represented in turn, those with reasoning first.
+
+    A unit that favours one answer is right mostly on items with that answer; examples that all share
+    it teach a small model to give it every time, so the answers are taken in turn.
+    """
+    by_answer: dict[str, list[Working]] = {}
+    for working in sorted(workings, key=lambda w: not w.reasoning):
+        by_answer.setdefault(" ".join(working.answer.lower().split()), []).append(working)
+    in_turn = [w for row in itertools.zip_longest(*by_answer.values()) for w in row if w is not None]
+    return tuple(in_turn[:limit])
+
+
 @attrs.frozen
 class FitnessTest:
     """How units are scored in this run: the template, the scorer, the variants and the suite."""
@@ -100,10 +114,8 @@ class FitnessTest:
         model.usage += Usage(unreadable_answers=unreadable)
         # With both variants, a unit is as fit as the mean of the two (documented in the README).
         fitness = round(sum(scores.values()) / len(scores), 6)
-        # Workings with reasoning are the better teaching material, so they come first.
-        workings.sort(key=lambda w: not w.reasoning)
         scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
-                              workings=tuple(workings[:MAX_WORKINGS]))
+                              workings=teaching_material(workings, MAX_WORKINGS))
         return Evaluation(unit=scored, correct=correct)
 
     def judge(self, outcomes) -> tuple[dict, dict, list[Working], int]:

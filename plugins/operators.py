@@ -6,6 +6,9 @@ the child's prompts (TASK_PROMPT -> task_prompt) or its new mutation prompt (MUT
 
 from __future__ import annotations
 
+from collections import Counter
+
+from lpb_core.fitness import teaching_material
 from lpb_core.hookspecs import hookimpl
 from lpb_core.operators import MUTATE, POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
 
@@ -150,7 +153,8 @@ class PromptCrossover:
 
 
 class ContextShuffling:
-    """The few-shot context evolves with the unit: correct workings are added, capped, replaced at random.
+    """The few-shot context evolves with the unit: correct workings are added, capped, replaced at random,
+    with answers not shown yet preferred (examples that all share one answer teach a small model to give it).
 
     With probability 0.1 the whole context is redrawn from the population's workings (the paper's reset).
     """
@@ -166,18 +170,29 @@ class ContextShuffling:
         if not pool:
             return None
         if ctx.rng.random() < self.reset_probability:
-            return Mutation(context=tuple(ctx.rng.sample(pool, min(self.capacity, len(pool)))))
+            ctx.rng.shuffle(pool)
+            return Mutation(context=teaching_material(pool, self.capacity))
         # ctx.parent is the child so far; its workings come from the unit it was copied from.
         source = next((u for u in ctx.population if u.id in ctx.parent.parents), None)
         fresh = [w for w in (source.workings if source else ()) if w not in ctx.parent.context]
         if not fresh:
             return None
-        working, context = ctx.rng.choice(fresh), list(ctx.parent.context)
+        context = list(ctx.parent.context)
+        # Examples that all share one answer teach a small model to give it: an answer not shown yet comes first,
+        # and a full context gives up an example whose answer is shown twice.
+        shown = Counter(answer_of(w) for w in context)
+        new = [w for w in fresh if answer_of(w) not in shown] or fresh
+        working = ctx.rng.choice(new)
         if len(context) < self.capacity:
             context.append(working)
         else:
-            context[ctx.rng.randrange(self.capacity)] = working
+            repeated = [i for i, w in enumerate(context) if shown[answer_of(w)] > 1] or list(range(len(context)))
+            context[ctx.rng.choice(repeated)] = working
         return Mutation(context=tuple(context))
+
+
+def answer_of(working) -> str:
+    return " ".join(working.answer.lower().split())
 
 
 @hookimpl

@@ -119,6 +119,32 @@ def test_context_shuffling_adds_a_correct_working(day_care):
     assert mutation.context == (WORKING,)
 
 
+def test_context_shuffling_shows_an_answer_not_shown_yet(day_care):
+    """A full context of three 'positive' examples gives one up for a 'negative' one the parent got right."""
+    positive = [Working(question=f"text: Good {n}.", reasoning="", answer="positive") for n in range(5)]
+    negative = Working(question="text: Awful.", reasoning="", answer="negative")
+    parent = Unit(id="u0", prompts={"task_prompt": "p"}, mutation_prompt="m",
+                  workings=(positive[3], negative, positive[4]))
+    child = Unit(id="u9", prompts={"task_prompt": "x"}, mutation_prompt="m", parents=("u0",), context=positive[:3])
+    others = tuple(Unit(id=f"u{n}", prompts={"task_prompt": "q"}, mutation_prompt="m") for n in range(1, 4))
+    for seed in [s for s in range(100) if random.Random(s).random() >= 0.1][:5]:
+        mutation, _ = run_operator(day_care, "context_shuffling", parent_index=4, seed=seed,
+                                   units=(parent, *others, child))
+        assert negative in mutation.context and len(mutation.context) == 3
+        assert sum(w.answer == "positive" for w in mutation.context) == 2
+
+
+def test_workings_kept_for_teaching_take_every_answer_in_turn():
+    from lpb_core.fitness import teaching_material
+
+    workings = [Working(question=f"q{n}", reasoning="", answer="positive") for n in range(4)]
+    workings += [Working(question="q4", reasoning="", answer=" Negative "),
+                 Working(question="q5", reasoning="because", answer="positive")]
+    kept = teaching_material(workings, 3)
+    assert [w.question for w in kept] == ["q5", "q4", "q0"]  # reasoning first, then the answers in turn
+    assert teaching_material(workings, 10) == tuple(kept) + tuple(workings[1:4])
+
+
 def test_debug_run_uses_every_operator_and_records_lineage(day_care):
     breed(BreedSettings(task="sentiment", day_care_dir=day_care, model_name_or_path="random", population_size=8,
                         evolution_generations=3, fitness_batch_size=4, debug_mode=True, loggers=(), seed=2))
