@@ -256,8 +256,9 @@ ITEM_SETS = ("test", "validation", "train", "all")
         help="Day care folder.")
 @click.option("--prompt", "prompt_texts", multiple=True, help="A prompt to score (repeatable; the first one is the "
               "baseline every other prompt is compared with).")
-@click.option("--prompts-file", type=click.Path(path_type=Path), default=None,
-              help="JSON list of prompts: strings, or objects of prompt fields.")
+@click.option("--prompts-file", "prompts_files", type=click.Path(path_type=Path), multiple=True,
+              help="(Repeatable) JSON list of prompts (strings, or objects of prompt fields), or what `lpb best --format json` "
+                   "prints.")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="A run directory: score its winner, best initial unit and seeded prompts, with its settings.")
 @click.option("--items", type=click.Choice(ITEM_SETS), default="test", show_default=True,
@@ -283,7 +284,7 @@ def eval_command(**options):
 
 
 @report_errors
-def _eval(task, day_care_dir, prompt_texts, prompts_file, run_dir, items, suite, as_json, verbose, test_cot,
+def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite, as_json, verbose, test_cot,
           test_nocot, endpoint, **options):
     from lpb_core import files
     from lpb_core.daycare import load_day_care
@@ -301,10 +302,11 @@ def _eval(task, day_care_dir, prompt_texts, prompts_file, run_dir, items, suite,
         settings = BreedSettings(**{k: v for k, v in changes.items() if v is not None})
     field = load_day_care(settings.day_care_dir).for_task(settings.task).breeder.prompt_fields[0]
     candidates = prompt_units(prompt_texts, field, "--prompt", "command line", "--prompt")
-    if prompts_file is not None:
+    for prompts_file in prompts_files:
         listed = files.read_json(prompts_file)
+        listed = [listed] if isinstance(listed, dict) and "prompts" in listed else listed  # lpb best --format json
         if not isinstance(listed, list):
-            raise InputError(prompts_file, "expected a JSON list of prompts", "$")
+            raise InputError(prompts_file, "expected a JSON list of prompts (or lpb best's JSON)", "$")
         candidates += prompt_units(listed, field, prompts_file.name, str(prompts_file), "$")
     if run_dir is not None:
         candidates += run_units(run_dir)

@@ -22,7 +22,7 @@ from lpb_core.plugins import load_plugins
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import BreedSettings
 from lpb_core.stats import Accuracy, compare
-from lpb_core.units import Unit
+from lpb_core.units import Unit, Working
 
 @attrs.frozen
 class Candidate:
@@ -42,15 +42,25 @@ class Scored:
 
 
 def prompt_units(texts, first_field: str, label: str, where: str, field: str) -> list[Candidate]:
-    """Candidates from prompt texts or {prompt field: text} objects (the forms initial_prompts takes)."""
+    """Candidates from prompt texts, {prompt field: text} objects (the forms initial_prompts takes), or what
+    `lpb best --format json` prints: an object with "prompts" and its few-shot "context"."""
     candidates = []
     for number, entry in enumerate(texts, 1):
+        context = ()
+        if isinstance(entry, dict) and isinstance(entry.get("prompts"), dict):
+            try:
+                context = tuple(Working(**w) for w in entry.get("context") or ())
+            except TypeError:
+                raise InputError(where, "context entries need question, reasoning and answer",
+                                 f"{field}[{number - 1}].context") from None
+            entry = entry["prompts"]
         prompts = {first_field: entry} if isinstance(entry, str) else entry
         if not isinstance(prompts, dict) or not prompts or not all(isinstance(v, str) and v.strip()
                                                                      for v in prompts.values()):
             raise InputError(where, "a prompt must be a non-empty string or an object of prompt fields",
                              f"{field}[{number - 1}]" if field.startswith("$") else field)
-        candidates.append(Candidate(f"{label} {number}", Unit(id=f"p{number}", prompts=prompts, mutation_prompt="")))
+        candidates.append(Candidate(f"{label} {number}", Unit(id=f"p{number}", prompts=prompts, mutation_prompt="",
+                                                              context=context)))
     return candidates
 
 

@@ -166,3 +166,32 @@ def test_generation_zero_holds_the_task_description_unless_asked_not_to(day_care
                                                                                         "initial"]
     breed(settings(day_care, evolution_generations=0, initial_prompts=("a", "b", "c", "d")))
     assert [u["operator"] for u in generation(day_care, 0, run=3)["population"]] == ["seed"] * 4
+
+
+def test_eval_takes_what_lpb_best_prints_and_a_list_of_prompts(lpb, day_care, tmp_path):
+    breed(settings(day_care))
+    best = lpb("best", day_care / "sentiment" / "RUN_0", "--format", "json")
+    assert best.exit_code == 0, best.output
+    best_file = tmp_path / "best.json"
+    best_file.write_text(best.output)
+    listed = tmp_path / "prompts.json"
+    listed.write_text(json.dumps([MINE, {"task_prompt": OTHER}]))
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                 "--prompts-file", best_file, "--prompts-file", listed, "--items", "all", "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["label"] for row in json.loads(result.output)["prompts"]] == [
+        "best.json 1", "prompts.json 1", "prompts.json 2"]
+    for path, count in ((best_file, 1), (listed, 2)):
+        result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                     "--prompts-file", path, "--items", "all", "--json")
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output)["prompts"]
+        assert len(rows) == count
+    winner = json.loads(best.output)
+    assert rows and json.loads(lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path",
+                                   "random", "--prompts-file", best_file, "--json").output)["prompts"][0][
+        "prompts"] == winner["prompts"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"not": "prompts"}))
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompts-file", bad)
+    assert result.exit_code == 2 and f"{bad}: $: expected a JSON list of prompts" in result.output
