@@ -18,7 +18,7 @@ from lpb_core.fitness import FitnessTest, split
 from lpb_core.interrupts import InterruptGuard, Interrupted
 from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
-from lpb_core.llm import Budget, LanguageModel, Meter, ModelHandle, open_model
+from lpb_core.llm import Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, open_model
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
@@ -248,11 +248,14 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
 
     winner, results, held_out = final.best(), [], None
     if stopped_because == "completed":  # a budget stop spends nothing more
-        winner, results = await choose_winner(history, fitness, model, items.validation, settings.finalists)
-        if items.test:
-            named = roles(winner, history)
-            units = {u.id: u for record in history for u in record.population}
-            held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test)
+        try:
+            winner, results = await choose_winner(history, fitness, model, items.validation, settings.finalists)
+            if items.test:
+                named = roles(winner, history)
+                units = {u.id: u for record in history for u in record.population}
+                held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test)
+        except BudgetExhausted as exhausted:  # every generation is done; only the final scoring is missing
+            stopped_because = f"budget: {exhausted.reason} while choosing the winner"
     summary = build_summary(settings, run, config, history, winner, results, held_out, items,
                             usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
                             stopped_because=stopped_because, priced=models_priced(model, mutation_model))

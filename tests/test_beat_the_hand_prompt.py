@@ -195,3 +195,15 @@ def test_eval_takes_what_lpb_best_prints_and_a_list_of_prompts(lpb, day_care, tm
     bad.write_text(json.dumps({"not": "prompts"}))
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompts-file", bad)
     assert result.exit_code == 2 and f"{bad}: $: expected a JSON list of prompts" in result.output
+
+
+def test_a_budget_that_runs_out_while_choosing_the_winner_stops_cleanly_and_resumes(day_care):
+    full = breed(settings(day_care))
+    last = generation(day_care, 2)["usage"]["llm_calls"]
+    assert full["llm_calls"] > last + 1  # the final scoring made calls of its own
+    stopped = breed(settings(day_care, max_llm_calls=last + 1))
+    assert stopped["stopped_because"].startswith("budget: max_llm_calls") and "choosing the winner" in \
+        stopped["stopped_because"]
+    assert stopped["held_out"] is None and stopped["generations_completed"] == 2
+    resumed = breed(settings(day_care, continue_run_number=1))
+    assert resumed["stopped_because"] == "completed" and resumed["best_test_fitness"] is not None
