@@ -211,7 +211,7 @@ def test_generation_stops_at_eos(model, query):
     assert stats["last_finish_reason"] == "stop"
     assert stats["requests"] > before["requests"]
     n_tokens = len(GGUFTokenizer(model.tokenizer_dir).encode(x))
-    assert 0 < n_tokens < 60, x  # far below the 400-token limit
+    assert 0 < n_tokens < 200, x  # well below the 400-token limit
     assert stats["generated"] - before["generated"] < 80
     assert "<|im_end|>" not in x and "<|endoftext|>" not in x
 
@@ -232,7 +232,7 @@ def test_greedy_matches_raw_llama_cpp(model):
 
     prompt = model.format_chat(None, "What is photosynthesis?")
     x = run(q_bounded(prompt, model=model))
-    raw = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
+    raw = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, flash_attn=True, verbose=False)
     ids = raw.tokenize(prompt.encode(), add_bos=False, special=True)
     out = []
     for t in raw.generate(ids, temp=0.0):
