@@ -38,7 +38,7 @@ from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_fo
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path
 
-__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model"]
+__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model", "engine_model"]
 
 # LMQL's default speculative chunk (16) forces a new request, and thus a
 # decoder round trip, every 16 tokens of an unbounded variable.  Speculation
@@ -238,11 +238,9 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
     * ``fast_lmql_ops`` installs :func:`install_fast_token_set_eq` (a
       result-identical, process-wide speed-up of LMQL's constraint evaluation).
 
-    The returned object carries ``.engine`` (the :class:`LlamaEngine`),
-    ``.tokenizer_dir`` and ``.format_chat(system, user)`` bound to its template.
+    The returned object is made by :func:`engine_model`: it carries ``.engine``
+    (the :class:`LlamaEngine`), ``.tokenizer_dir``, ``.chat`` and ``.format_chat(system, user)``.
     """
-    import lmql
-
     if fast_lmql_ops:
         install_fast_token_set_eq()
     path = pathlib.Path(gguf_path) if gguf_path is not None else embedded_model_path()
@@ -258,13 +256,29 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         tok_dir = tokenizer_dir_for(path)
         engine = LlamaEngine(path, n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
-        adapter = _make_adapter(identifier, engine, tok_dir, chat_template)
-        keep_role_tags(identifier, adapter.get_tokenizer())
-        m = lmql.LLM(identifier, adapter=adapter,
-                     configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
-        m.engine = engine
-        m.tokenizer_dir = tok_dir
-        m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
-            system, user, chat_template=adapter.chat.template or "", add_generation_prompt=add_generation_prompt)
+        m = engine_model(identifier, engine, tok_dir, chat_template=chat_template,
+                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
         _models[key] = m
         return m
+
+
+def engine_model(identifier: str, engine, tokenizer_dir: pathlib.Path, *, chat_template: Optional[str] = None,
+                 configuration: Optional[dict] = None):
+    """An ``lmql.LLM`` whose queries run on ``engine`` (a :class:`LlamaEngine` or anything with its
+    ``generate``/``score``/``n_ctx`` interface), with the GGUF tokenizer in ``tokenizer_dir``.
+
+    Role tags in its queries are rendered with ``chat_template`` (None: the GGUF's own).  The object
+    carries ``.engine``, ``.tokenizer_dir``, ``.chat`` (its :class:`ChatFormat`) and
+    ``.format_chat(system, user)``.
+    """
+    import lmql
+
+    adapter = _make_adapter(identifier, engine, tokenizer_dir, chat_template)
+    keep_role_tags(identifier, adapter.get_tokenizer())
+    m = lmql.LLM(identifier, adapter=adapter, configuration=configuration or {})
+    m.engine = engine
+    m.tokenizer_dir = tokenizer_dir
+    m.chat = adapter.chat
+    m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
+        system, user, chat_template=adapter.chat.template or "", add_generation_prompt=add_generation_prompt)
+    return m
