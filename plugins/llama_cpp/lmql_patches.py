@@ -97,6 +97,7 @@ def reserve_role_tag_ids(tokenizer) -> None:
     """
     from lmql.runtime import tokenizer as lmql_tokenizer
 
+    tokenizer.tokenizer_impl  # waits for a tokenizer LMQL loads in the background (its size is unknown till then)
     for role in ROLE_TAGS:
         tokenizer.special_token_id("lmql:" + role)
     ids = lmql_tokenizer.special_token_mappings
