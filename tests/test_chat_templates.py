@@ -175,6 +175,9 @@ LITERAL_INITIAL_PROMPT_GEN = '''
 "Instruction: \\"[TASK_PROMPT]" where STOPS_BEFORE(TASK_PROMPT, '"') and STOPS_AT(TASK_PROMPT, "\\n") and len(TOKENS(TASK_PROMPT)) < 40
 '''
 SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+# SmolLM2's template adds this system turn to a conversation that has none
+SYSTEM_DEFAULT_SMOLLM2 = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                          "<|im_end|>\n")
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +219,8 @@ def template_args(template):
             for name in template.args}
 
 
-BUILT_IN_TEMPLATES = sorted(load_day_care(REPO / "day_care").breeder.templates) + ["answer_quality:fitness_test_template"]
+BUILT_IN_TEMPLATES = [*sorted(load_day_care(REPO / "day_care").breeder.templates),
+                      "answer_quality:fitness_test_template"]
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +264,8 @@ OTHER_MODELS = {
     "mistral-v3": (MISTRAL_V3, "<s>", "</s>",
                    "<s>[INST] You are a helpful assistant.\n\nClassify the sentiment.\nReview: Great![/INST]"),
     "gemma": (GEMMA, "<bos>", "<eos>",
-              "<start_of_turn>user\nYou are a helpful assistant.\nClassify the sentiment.\nReview: Great!<end_of_turn>\n"
+              "<start_of_turn>user\nYou are a helpful assistant.\nClassify the sentiment.\nReview: Great!"
+              "<end_of_turn>\n"
               "<start_of_turn>model\n"),
 }
 MARKERS = {"chatml": ("<|im_start|>", "<|im_end|>"), "llama-3": ("<|start_header_id|>", "<|eot_id|>"),
@@ -310,6 +315,19 @@ def test_int_constraint_keeps_its_digit_mask_with_role_tags(smollm2):
     assert set("123456789") <= set(allowed) and all(re.fullmatch("[ 1-9][0-9]*", t) for t in allowed)
 
 
+def test_lmtp_clients_render_role_tags_before_sending(smollm2):
+    import lmql.runtime.interpreter as interpreter
+
+    from lpb_plugins.llama_cpp.lmtp_client import remote_model
+
+    client = remote_model("127.0.0.1:9")  # connects only when a query runs
+    assert interpreter.model_info(client.model_identifier).is_chat_model
+    tokenizer = smollm2[0].get_tokenizer()
+    token_bytes = tokenizer.decode_bytes(tokenizer("<lmql:user/>Hi<lmql:assistant/>")["input_ids"])
+    ids = client.get_tokenizer().convert_bytes_to_ids(token_bytes)  # what LMQL's LMTP client sends
+    assert decode(smollm2, ids) == SYSTEM_DEFAULT_SMOLLM2 + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
 def test_role_tag_ids_move_above_a_larger_vocabulary(smollm2):
     from lmql.runtime import tokenizer as lmql_tokenizer
 
@@ -339,7 +357,8 @@ async def chat_completions_server(reply: str, requests: list):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for delta, finish in (({"role": "assistant"}, None), ({"content": reply}, None), ({}, "stop")):
-            chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            chunk = {"object": "chat.completion.chunk", "choices": [choice]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
@@ -403,7 +422,8 @@ def test_role_tagged_query_answers_as_the_literal_chatml_one(cot):
     template = day_care.breeder.templates["fitness_test_template"]
     tagged = template.compiled()
     literal = lmql.query(LITERAL_ANSWER_QUALITY, is_async=True, input_variables=list(template.args))
-    args = {"task_prompt": "Is the proposed answer correct? Answer yes or no.", "question": "What is the capital of France?",
+    args = {"task_prompt": "Is the proposed answer correct? Answer yes or no.",
+            "question": "What is the capital of France?",
             "answer": "Paris", "CoT": cot, "examples": ["Question: 2+2?\nProposed answer: 5\nAnswer: no"]}
     prompts = []
     generate = model.engine.generate

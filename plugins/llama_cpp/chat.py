@@ -232,7 +232,8 @@ def role_tokenizer(model_identifier: str, tokenizer_impl, chat: ChatFormat):
     return tokenizer
 
 
-def chat_format_for(tokenizer_dir: os.PathLike | str, tokenizer_impl, chat_template: Optional[str] = None) -> ChatFormat:
+def chat_format_for(tokenizer_dir: os.PathLike | str, tokenizer_impl,
+                    chat_template: Optional[str] = None) -> ChatFormat:
     """The GGUF's chat format: its template (or ``chat_template``) and BOS/EOS texts, as llama-cpp-python
     passes them to the template."""
     meta = read_meta(tokenizer_dir)
