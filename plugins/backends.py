@@ -12,7 +12,7 @@ from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import ModelHandle
 from lpb_plugins.llama_cpp.lmql_model import load_model
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
+from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, reserve_role_tag_ids
 from lpb_plugins.llama_cpp.lmtp_client import remote_model
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
@@ -72,6 +72,7 @@ class OpenAIBackend:
             raise InputError("environment", f"{model_name} needs an OpenAI key: set OPENAI_API_KEY",
                              "OPENAI_API_KEY")
         model = lmql.model(model_name)
+        reserve_role_tag_ids(model.get_tokenizer())  # beside a GGUF model, tag ids must lie beyond both vocabularies
         return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model),
                            prices=OPENAI_PRICES.get(model_name.removeprefix("openai/")), identity=model_name)
 

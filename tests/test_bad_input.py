@@ -96,7 +96,7 @@ def test_suite_item_without_gold_label(lpb, day_care):
 
 def test_template_placeholder_that_nothing_provides(lpb, day_care):
     text = (day_care / "breeder.lmql").read_text()
-    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}\\n"', '"Review: {text} {mood}\\n"'))
+    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}{:assistant}"', '"Review: {text} {mood}{:assistant}"'))
     assert_one_line_error(breed(lpb, day_care), "breeder.lmql", "fitness_test_template", "{mood}")
 
 
@@ -129,7 +129,7 @@ def test_validate_lists_every_problem(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
     text = (day_care / "breeder.lmql").read_text()
-    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}\\n"', '"Review: {text} {mood}\\n"'))
+    (day_care / "breeder.lmql").write_text(text.replace('"Review: {text}{:assistant}"', '"Review: {text} {mood}{:assistant}"'))
     result = lpb("validate", day_care)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

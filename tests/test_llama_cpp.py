@@ -254,7 +254,7 @@ def test_format_chat_renders_gguf_template():
                     "<|im_start|>user\nGreat movie!<|im_end|>\n<|im_start|>assistant\n")
     default = format_chat(None, "Hi")
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
-    assert format_chat(None, "Hi", chat_template="") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert format_chat(None, "Hi", chat_template="") == "User: Hi\n\nAssistant: "  # no template: plain
 
 
 async def _gather_seq(query, prompt, model, n):

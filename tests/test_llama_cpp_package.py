@@ -43,9 +43,14 @@ def test_importing_the_package_registers_and_patches_nothing():
         "    importlib.import_module(f'{package.__name__}.{module.name}')\n"
         "from lmql.models.lmtp.backends.lmtp_model import LMTPModel\n"
         "from lmql.ops.token_set import TokenSetConcrete\n"
-        "print('lpb-llama.cpp' in LMTPModel.registry, hasattr(TokenSetConcrete.__eq__, '__wrapped__'))\n"
+        "import lmql.runtime.interpreter as interpreter\n"
+        "def state():\n"
+        "    print('lpb-llama.cpp' in LMTPModel.registry, hasattr(TokenSetConcrete.__eq__, '__wrapped__'),\n"
+        "          interpreter.model_info('m').is_chat_model)\n"
+        "state()\n"
         "from lpb_plugins.llama_cpp.lmtp_backend import register_backend\n"
-        "from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq\n"
-        "register_backend(); install_fast_token_set_eq()\n"
-        "print('lpb-llama.cpp' in LMTPModel.registry, hasattr(TokenSetConcrete.__eq__, '__wrapped__'))\n")
-    assert out.split() == ["False", "False", "True", "True"]
+        "from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags\n"
+        "from lmql.runtime.tokenizer import tokenizer\n"
+        "register_backend(); install_fast_token_set_eq(); keep_role_tags('m', tokenizer('gpt2'))\n"
+        "state()\n")
+    assert out.split() == ["False", "False", "False", "True", "True", "True"]

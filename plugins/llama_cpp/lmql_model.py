@@ -8,6 +8,9 @@ It replaces LMQL's own ``llama.cpp:`` LMTP backend, broken on llama-cpp-python 0
   (:mod:`lpb_plugins.llama_cpp.gguf_tokenizer`).
 * The LMTP in-process transport polls queues with ``asyncio.sleep`` and batches with a 0.1 s
   window.  Here LMQL's decoder model (a subclass of ``LMTPDcModel``) calls the engine directly.
+* LMQL writes role tags (``{:user}`` ...) as the text ``((user)):`` for any model but OpenAI's
+  chat models.  Here they are kept and rendered with the GGUF's chat template
+  (:mod:`lpb_plugins.llama_cpp.chat`) where the prompt's token ids are made (``_ids``).
 
 Usage::
 
@@ -30,13 +33,13 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from lpb_core.llm import SAMPLE_SEED_ARG
-from lpb_plugins.llama_cpp.chat import format_chat
+from lpb_plugins.llama_cpp.chat import ChatFormat, chat_format_for, format_chat, role_tokenizer
 from lpb_plugins.llama_cpp.engine import IGNORED_DECODER_OPTIONS, LlamaEngine, usable_cores
-from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, read_meta, tokenizer_dir_for
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
+from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_for
+from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path
 
-__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model"]
+__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model", "engine_model"]
 
 # LMQL's default speculative chunk (16) forces a new request, and thus a
 # decoder round trip, every 16 tokens of an unbounded variable.  Speculation
@@ -89,6 +92,7 @@ def _make_dcmodel_class():
                     "gguf": str(self.engine.gguf_path), "n_threads": self.engine.n_threads}
 
         def _ids(self, s_ids) -> List[int]:
+            # the tokenizer (chat.role_tokenizer) renders role tags with the chat template here
             ids = self.tokenizer.convert_bytes_to_ids(s_ids)
             if self.add_bos and (len(ids) == 0 or ids[0] != self.tokenizer.bos_token_id):
                 ids = [self.tokenizer.bos_token_id] + ids
@@ -163,9 +167,8 @@ def _make_dcmodel_class():
 _dcmodel_cls = None
 
 
-def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.Path):
+def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.Path, chat_template: Optional[str]):
     from lmql.api.llm import ModelAPIAdapter
-    from lmql.runtime.tokenizer import LMQLTokenizer
 
     global _dcmodel_cls
     if _dcmodel_cls is None:
@@ -179,7 +182,9 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             self.decoder_args: Dict[str, Any] = {}
             self.num_queries = 0
             self.chunk_size = DEFAULT_CHUNKSIZE
-            self._tokenizer = LMQLTokenizer(identifier, tokenizer_impl=GGUFTokenizer(tokenizer_dir, identifier))
+            impl = GGUFTokenizer(tokenizer_dir, identifier)
+            self.chat: ChatFormat = chat_format_for(tokenizer_dir, impl, chat_template)
+            self._tokenizer = role_tokenizer(identifier, impl, self.chat)
 
         def __str__(self):
             return f"<LlamaCppAdapter {identifier}>"
@@ -226,7 +231,8 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
     * ``n_threads=None`` uses :func:`default_n_threads` (all usable cores but one).
     * One instance per (path, n_threads, n_ctx, n_batch, seed, chat_template)
       per process: calling again returns the same object (and llama.cpp
-      context).  ``chat_template=None`` means the GGUF's own template.
+      context).  ``chat_template=None`` means the GGUF's own template, ``""``
+      none (role tags get the plain rendering of :mod:`lpb_plugins.llama_cpp.chat`).
     * Decoder options: the usual LMQL ones (``argmax``/``sample(temperature=)``
       /``beam``..., ``max_len``, ``n``) plus ``top_k``/``top_p`` for sampling
       and ``chunksize`` (speculative tokens per engine request, default 64).
@@ -238,11 +244,9 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
     * ``fast_lmql_ops`` installs :func:`install_fast_token_set_eq` (a
       result-identical, process-wide speed-up of LMQL's constraint evaluation).
 
-    The returned object carries ``.engine`` (the :class:`LlamaEngine`),
-    ``.tokenizer_dir`` and ``.format_chat(system, user)`` bound to its template.
+    The returned object is made by :func:`engine_model`: it carries ``.engine``
+    (the :class:`LlamaEngine`), ``.tokenizer_dir``, ``.chat`` and ``.format_chat(system, user)``.
     """
-    import lmql
-
     if fast_lmql_ops:
         install_fast_token_set_eq()
     path = pathlib.Path(gguf_path) if gguf_path is not None else embedded_model_path()
@@ -258,13 +262,29 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         tok_dir = tokenizer_dir_for(path)
         engine = LlamaEngine(path, n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
-        adapter = _make_adapter(identifier, engine, tok_dir)
-        m = lmql.LLM(identifier, adapter=adapter,
-                     configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
-        m.engine = engine
-        m.tokenizer_dir = tok_dir
-        template = chat_template if chat_template is not None else read_meta(tok_dir).get("chat_template")
-        m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
-            system, user, chat_template=template or "", add_generation_prompt=add_generation_prompt)
+        m = engine_model(identifier, engine, tok_dir, chat_template=chat_template,
+                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
         _models[key] = m
         return m
+
+
+def engine_model(identifier: str, engine, tokenizer_dir: pathlib.Path, *, chat_template: Optional[str] = None,
+                 configuration: Optional[dict] = None):
+    """An ``lmql.LLM`` whose queries run on ``engine`` (a :class:`LlamaEngine` or anything with its
+    ``generate``/``score``/``n_ctx`` interface), with the GGUF tokenizer in ``tokenizer_dir``.
+
+    Role tags in its queries are rendered with ``chat_template`` (None: the GGUF's own).  The object
+    carries ``.engine``, ``.tokenizer_dir``, ``.chat`` (its :class:`ChatFormat`) and
+    ``.format_chat(system, user)``.
+    """
+    import lmql
+
+    adapter = _make_adapter(identifier, engine, tokenizer_dir, chat_template)
+    keep_role_tags(identifier, adapter.get_tokenizer())
+    m = lmql.LLM(identifier, adapter=adapter, configuration=configuration or {})
+    m.engine = engine
+    m.tokenizer_dir = tokenizer_dir
+    m.chat = adapter.chat
+    m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
+        system, user, chat_template=adapter.chat.template or "", add_generation_prompt=add_generation_prompt)
+    return m

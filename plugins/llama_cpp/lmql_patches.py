@@ -1,10 +1,14 @@
-"""A result-identical speed-up of LMQL 0.7.3's constraint evaluation, installed on request."""
+"""Changes to LMQL 0.7.3, each installed where a model is opened, never at import:
+
+* :func:`install_fast_token_set_eq`: a result-identical speed-up of its constraint evaluation;
+* :func:`keep_role_tags`: role tags kept for our models, for their chat templates to render.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["install_fast_token_set_eq"]
+__all__ = ["install_fast_token_set_eq", "keep_role_tags", "reserve_role_tag_ids", "ROLE_TAGS"]
 
 _fast_token_sets_installed = False
 
@@ -47,3 +51,62 @@ def install_fast_token_set_eq() -> None:
     __eq__.__wrapped__ = original
     TokenSetConcrete.__eq__ = __eq__
     _fast_token_sets_installed = True
+
+
+# LMQL's role tags, reserved as token ids when a model keeping tags is opened (see keep_role_tags).
+ROLE_TAGS = ("system", "user", "assistant")
+
+_tag_models: set = set()
+
+
+def keep_role_tags(model_identifier: str, tokenizer) -> None:
+    """Make LMQL keep role tags (``{:user}`` ...) in the prompts of this model, as for its chat models.
+
+    LMQL 0.7.3 asks a hard-coded ``model_info(identifier).is_chat_model`` whether to keep a tag
+    as a reserved token id (OpenAI's chat models) or write it as the text ``\\n((ROLE)):``.  Only
+    the interpreter's name for that function is wrapped, so the other uses of ``is_chat_model``
+    (the ``INT`` constraint in ``lmql.ops``, which gives chat models no digit mask; the OpenAI API
+    paths) still see our models as what they are.  Our tokenizers then render the tags with the
+    model's chat template (:mod:`lpb_plugins.llama_cpp.chat`).  Called where a model is opened;
+    idempotent.  ``tokenizer`` is the model's LMQL tokenizer (see :func:`reserve_role_tag_ids`).
+    """
+    import lmql.runtime.interpreter as interpreter
+    from lmql.models.model_info import ModelInfo
+
+    _tag_models.add(model_identifier)
+    if not getattr(interpreter.model_info, "keeps_role_tags", False):
+        lmql_model_info = interpreter.model_info
+
+        def model_info(identifier):
+            return ModelInfo(is_chat_model=True) if identifier in _tag_models else lmql_model_info(identifier)
+
+        model_info.keeps_role_tags = True
+        model_info.__wrapped__ = lmql_model_info
+        interpreter.model_info = model_info
+    reserve_role_tag_ids(tokenizer)
+
+
+def reserve_role_tag_ids(tokenizer) -> None:
+    """Give LMQL's role tags token ids beyond this tokenizer's vocabulary.
+
+    LMQL numbers tags in one process-wide table, from the vocabulary size of the first tokenizer
+    that meets a tag: a larger vocabulary used later (another GGUF as the mutation model, an
+    OpenAI model) would read its own tokens of those ids as tags.  Called when a model is opened,
+    before its queries run, this moves every tag above ``tokenizer``'s vocabulary if needed (above
+    the others' too, as they were numbered above theirs).
+    """
+    from lmql.runtime import tokenizer as lmql_tokenizer
+
+    tokenizer.tokenizer_impl  # waits for a tokenizer LMQL loads in the background (its size is unknown till then)
+    for role in ROLE_TAGS:
+        tokenizer.special_token_id("lmql:" + role)
+    ids = lmql_tokenizer.special_token_mappings
+    lowest = min(ids.values())
+    if lowest > tokenizer.model_vocab_size:
+        return
+    shift = tokenizer.model_vocab_size + 1 - lowest
+    for name in ids:
+        ids[name] += shift
+    reverse = lmql_tokenizer.reverse_special_token_mappings
+    reverse.clear()
+    reverse.update({i: name for name, i in ids.items()})

@@ -2,6 +2,8 @@
 
 Tokenizes on the client with the same GGUF tokenizer as the server (no weights are loaded here);
 LMQL evaluates constraints on the client and sends them as token masks, which the server enforces.
+Role tags are rendered with the GGUF's chat template on the client, by its tokenizer
+(:func:`lpb_plugins.llama_cpp.chat.role_tokenizer`), so the server receives finished prompts.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import pathlib
 import threading
 from typing import Any, Dict, Optional
 
+from lpb_plugins.llama_cpp.chat import chat_format_for, role_tokenizer
 from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, model_identifier, tokenizer_dir_for
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
+from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
 from lpb_plugins.llama_cpp.model_files import resolve_gguf
 
 __all__ = ["DEFAULT_CLIENT_CHUNKSIZE", "remote_model"]
@@ -29,14 +32,14 @@ _client_lock = threading.Lock()
 
 def _client_tokenizer(identifier: str, gguf_path: pathlib.Path):
     from lmql.runtime import tokenizer as lmql_tokenizer
-    from lmql.runtime.tokenizer import LMQLTokenizer
 
     cache_id = identifier.replace("/", "-").replace(":", "__")  # as lmql.runtime.tokenizer.tokenizer()
     with _client_lock:
         tok = _client_tokenizers.get(cache_id)
         if tok is None:
             tok_dir = tokenizer_dir_for(gguf_path)
-            tok = LMQLTokenizer(identifier, tokenizer_impl=GGUFTokenizer(tok_dir, identifier))
+            impl = GGUFTokenizer(tok_dir, identifier)
+            tok = role_tokenizer(identifier, impl, chat_format_for(tok_dir, impl))
             _client_tokenizers[cache_id] = tok
         lmql_tokenizer.runtime_tokenizers[cache_id] = tok
     return tok
@@ -68,7 +71,7 @@ def remote_model(endpoint: str, gguf_path: Optional[str | os.PathLike] = None):
 
     path = resolve_gguf(gguf_path)
     identifier = model_identifier(path)
-    _client_tokenizer(identifier, path)
+    keep_role_tags(identifier, _client_tokenizer(identifier, path))
     install_fast_token_set_eq()
     address = _normalise_endpoint(endpoint)
     m = lmql.model(identifier, endpoint=address, chunksize=DEFAULT_CLIENT_CHUNKSIZE)
