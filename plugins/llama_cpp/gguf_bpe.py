@@ -10,8 +10,8 @@ order.  ``tokenizers`` does the same with a ``Split(regex, "isolated")`` per reg
 The regexes are llama.cpp's own (``llm_tokenizer_bpe`` in ``llama-vocab.cpp``), which differ from
 some models' originals: case-insensitive groups are spelled out, and GPT-4o-style upper/lower-case
 letter classes are written with lookaheads that let any non-ASCII letter count as both.  Where
-llama.cpp's emulation of a Unicode class leaves a character out (its ``\\p{S}`` misses ``~``), the
-regex here leaves it out too, so the pieces are llama.cpp's.
+llama.cpp's regex emulation differs from Unicode regexes (non-ASCII spaces match only ``\\s``, never
+a range of characters), the regexes here say so, so that the pieces are llama.cpp's.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ _GPT4O = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?"
           r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _TEKKEN = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
            r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_CJK = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+# llama.cpp matches these on text whose non-ASCII spaces became "\v" (only "\s" can match them):
+# "&&\S" leaves them out of the character ranges too
+_CJK = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff&&\\S]+"
 _DEEPSEEK_LETTERS = (
     "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-\u02af"
     "\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1\u03a3-\u03f5"
@@ -54,10 +56,9 @@ _DEEPSEEK_LETTERS = (
     "\ufb13-\ufb17\uff21-\uff3a\uff41-\uff5a\U00010400-\U0001044f\U000104b0-\U000104d3"
     "\U000104d8-\U000104fb\U00010c80-\U00010cb2\U00010cc0-\U00010cf2\U000118a0-\U000118df"
     "\U0001e900-\U0001e943]+")
-_DEEPSEEK_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"
-_SYMBOL = r"[\p{S}&&[^~]]"  # llama.cpp's \p{S} (see the module docstring)
+_DEEPSEEK_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002&&\\S]+"
 _DEEPSEEK3 = (r"[!" '"' r"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+"
-              rf"|[^\r\n\p{{L}}\p{{P}}{_SYMBOL}]?[\p{{L}}\p{{M}}]+| ?[\p{{P}}{_SYMBOL}]+[\r\n]*"
+              r"|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*"
               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 

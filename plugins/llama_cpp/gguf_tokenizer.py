@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Union
 from lpb_core.errors import InputError
 from lpb_plugins.llama_cpp.gguf_bpe import DEFAULT_PRE, PRE_TOKENIZERS, build_bpe_tokenizer
 from lpb_plugins.llama_cpp.gguf_spm import build_spm_tokenizer
-from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab, TokenType, read_gguf_vocab
+from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab, read_gguf_vocab
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path, resolve_gguf
 
 __all__ = ["tokenizer_dir_for", "read_meta", "GGUFTokenizer", "tokenizer_fingerprint", "model_identifier"]
@@ -81,18 +81,11 @@ def _build_tokenizer(vocab: GGUFVocab):
 
 
 def _build_tokenizer_files(vocab: GGUFVocab, out_dir: pathlib.Path) -> None:
-    from tokenizers import AddedToken
-
+    # tokenizer.json tokenizes raw text only: GGUFTokenizer cuts the special tokens out first, in
+    # llama.cpp's order, and adds SentencePiece's space prefix where llama.cpp does.
     tok, settings = _build_tokenizer(vocab)
-    tokens = vocab.tokens
-    special_ids = vocab.special_token_ids()
-    # Registered so that tokenizer.json alone keeps them whole; GGUFTokenizer cuts them out itself,
-    # in llama.cpp's order (user-defined tokens are text, the others control tokens).
-    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                            for i in special_ids if vocab.token_types[i] != TokenType.USER_DEFINED])
-    tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
-                    for i in special_ids if vocab.token_types[i] == TokenType.USER_DEFINED])
     tok.save(str(out_dir / "tokenizer.json"))
+    tokens = vocab.tokens
 
     def name(idx):
         return tokens[idx] if idx is not None else None
@@ -103,8 +96,7 @@ def _build_tokenizer_files(vocab: GGUFVocab, out_dir: pathlib.Path) -> None:
         "unk_token": name(vocab.unk_token_id),
         "pad_token": name(vocab.pad_token_id),
     }.items() if v is not None}
-    # For other tools that read a tokenizer directory (transformers' PreTrainedTokenizerFast
-    # reads tokenizer.json); SentencePiece's space prefix is applied by GGUFTokenizer only.
+    # What the GGUF says about BOS/EOS, in the files other tools read beside a tokenizer.json.
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_bos_token": settings["add_bos_token"],
@@ -127,7 +119,7 @@ def _build_tokenizer_files(vocab: GGUFVocab, out_dir: pathlib.Path) -> None:
         "bos_token_id": vocab.bos_token_id,
         "eos_token_id": vocab.eos_token_id,
         **settings,
-        "special_token_ids": special_ids,
+        "special_token_ids": vocab.special_token_ids(),
         "chat_template": vocab.chat_template,
         "vocab_size": len(tokens),
     }
@@ -273,16 +265,16 @@ class GGUFTokenizer:
 
     def _ids(self, text: str, space_at_start: bool) -> List[int]:
         ids: List[int] = []
-        after_special = space_at_start
+        prefix_next = space_at_start  # llama.cpp: before the text, and after each special token
         for fragment in self._fragments(text):
             if isinstance(fragment, int):
                 ids.append(fragment)
-                after_special = True
+                prefix_next = True
                 continue
-            if self._space_prefix and after_special:
+            if self._space_prefix and prefix_next:
                 fragment = " " + fragment
             ids.extend(self._tok.encode(fragment, add_special_tokens=False).ids)
-            after_special = False
+            prefix_next = False
         return ids
 
     def encode(self, text: str) -> List[int]:

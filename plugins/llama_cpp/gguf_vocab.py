@@ -36,7 +36,8 @@ _PARTITIONED_TYPES = (TokenType.UNKNOWN, TokenType.CONTROL, TokenType.USER_DEFIN
 _SPECIAL_BY_TEXT = frozenset({
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
     "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<｜end▁of▁sentence｜>", "<end_of_utterance>", "<|eom_id|>",
-    "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "</s>", "<eos>", "[e~[",
+    "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "</s>", "<eos>", "<turn|>", "<|tool_response>",
+    "[e~[",
     "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
     "<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>",
     "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>",
@@ -82,6 +83,8 @@ class GGUFVocab:
         (longest text first): control, user-defined and unknown tokens."""
         ids = [i for i, (text, kind) in enumerate(zip(self.tokens, self.token_types))
                if kind in _PARTITIONED_TYPES or text in _SPECIAL_BY_TEXT]
+        if "<|tool_response>" in self.tokens and "</s>" in self.tokens:  # llama.cpp: then "</s>" is text
+            ids.remove(self.tokens.index("</s>"))
         return sorted(ids, key=lambda i: (-len(self.tokens[i].encode("utf-8")), i))
 
 
