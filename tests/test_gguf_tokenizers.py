@@ -8,9 +8,11 @@ vocabulary trained with ``tokenizers``, written once per pre-tokenizer name.  No
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
+import numpy as np
 import pytest
 
 spm = pytest.importorskip("sentencepiece")
@@ -68,17 +70,30 @@ CORPUS = "\n".join(TEXTS * 3 + [
 
 
 def write_gguf(path, *, model, tokens, types, scores=None, merges=None, pre=None, bos=None, eos=None,
-               unk=None, add_bos=None, add_space_prefix=None):
-    """A GGUF holding only a tokenizer (and the few llama hyper-parameters llama.cpp reads)."""
+               unk=None, add_bos=None, add_space_prefix=None, random_weights=False):
+    """A GGUF holding a tokenizer and the hyper-parameters of a one-layer llama; its weights
+    (random) only with ``random_weights``, else llama.cpp loads it with ``vocab_only=True`` only."""
+    n_embd, n_head, n_ff = 32, 4, 64
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny-tokenizer-test")
     w.add_context_length(512)
-    w.add_embedding_length(8)
+    w.add_embedding_length(n_embd)
     w.add_block_count(1)
-    w.add_feed_forward_length(16)
-    w.add_head_count(2)
-    w.add_head_count_kv(2)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head)
     w.add_layer_norm_rms_eps(1e-5)
+    if random_weights:
+        rng = np.random.default_rng(0)
+        shapes = {"token_embd": (len(tokens), n_embd), "output": (len(tokens), n_embd),
+                  "blk.0.attn_q": (n_embd, n_embd), "blk.0.attn_k": (n_embd, n_embd),
+                  "blk.0.attn_v": (n_embd, n_embd), "blk.0.attn_output": (n_embd, n_embd),
+                  "blk.0.ffn_gate": (n_ff, n_embd), "blk.0.ffn_up": (n_ff, n_embd), "blk.0.ffn_down": (n_embd, n_ff)}
+        for name, shape in shapes.items():
+            w.add_tensor(f"{name}.weight", (rng.standard_normal(shape) * 0.5).astype(np.float32))
+        for norm in ("output_norm", "blk.0.attn_norm", "blk.0.ffn_norm"):
+            w.add_tensor(f"{norm}.weight", np.ones(n_embd, dtype=np.float32))
     w.add_tokenizer_model(model)
     if pre is not None:
         w.add_tokenizer_pre(pre)
@@ -222,6 +237,38 @@ def test_lmql_sees_sentencepiece_pieces(tmp_path):
     yes = lmql_tok(" yes")["input_ids"]
     assert lmql_tok.tokenize(" yes")[0].startswith("▁") and lmql_tok.decode(yes) == " yes"
     assert tok.convert_bytes_to_string(tok.decode_tokens_bytes(yes)) == " yes"
+
+
+def test_lmql_query_on_a_sentencepiece_model(tmp_path):
+    """A one-layer llama with random weights and a SentencePiece vocabulary, run by LMQL: label
+    constraints hold over '▁' pieces and the text around the variables keeps its spaces."""
+    import lmql
+
+    from lpb_plugins.llama_cpp.lmql_model import load_model
+
+    @lmql.query
+    async def two_answers(prompt):
+        '''lmql
+        sample(temperature=1.0)
+        "{prompt}[ANSWER]" where ANSWER in ["yes", "no", "maybe not"]
+        "\nNext: [B] and [C]" where B in [" fine", "ok"] and len(TOKENS(C)) < 4
+        '''
+
+    from lmql.ops.token_set import VocabularyMatcher
+
+    model = load_model(spm_gguf(tmp_path / "tiny.gguf", "llama", random_weights=True), n_ctx=256)
+    prompt = "<s>Question: is the sky blue? Answer:"
+    try:
+        for _ in range(3):
+            result = asyncio.run(two_answers(prompt, model=model))[0]
+            answer, b, c = (result.variables[v] for v in ("ANSWER", "B", "C"))
+            assert answer in {"yes", "no", "maybe not"} and b in {" fine", "ok"}
+            assert result.prompt == f"{prompt}{answer}\nNext: {b} and {c}"
+    finally:
+        # LMQL pickles every vocabulary matcher into ~/.cache/lmql at exit: not this throwaway one's
+        for matcher in VocabularyMatcher._instances.values():
+            if matcher.model_identifier == model.model_identifier:
+                matcher.save = lambda: None
 
 
 # --------------------------------------------------------------------------
