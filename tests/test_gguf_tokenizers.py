@@ -366,6 +366,51 @@ def test_unknown_tokenizer_model_is_an_input_error_naming_it(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# Gemma 4 (tokenizer.ggml.model = "gemma4")
+# --------------------------------------------------------------------------
+
+GEMMA4_CONTROL = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+
+
+@pytest.fixture(scope="module")
+def gemma4_vocab():
+    """A BPE over '▁'-escaped text split at newlines, with byte tokens and runs of newlines as
+    entries (llama.cpp fails on a run of newlines that is not one)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.pre_tokenizer = pre_tokenizers.Split(Regex("[^\n]+|[\n]+"), "isolated")
+    chunks = [CORPUS[i:i + 120] for i in range(0, len(CORPUS), 120)]
+    bpe.train_from_iterator(chunks, trainers.BpeTrainer(vocab_size=1200, special_tokens=GEMMA4_CONTROL,
+                                                        show_progress=False))
+    model = json.loads(bpe.to_str())["model"]
+    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
+    extra = [f"<0x{b:02X}>" for b in range(256)] + ["\n" * n for n in range(1, 9)]
+    tokens += [t for t in extra if t not in tokens]
+    types = [TokenType.CONTROL if t in GEMMA4_CONTROL else TokenType.BYTE if t in extra[:256] else TokenType.NORMAL
+             for t in tokens]
+    # no merge of newlines: llama.cpp never merges them (it asserts so), runs are entries or nothing
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return tokens, types, [m for m in merges if "\n" not in m]
+
+
+def test_gemma4_gguf_gives_llama_cpp_ids(gemma4_vocab, tmp_path):
+    tokens, types, merges = gemma4_vocab
+    path = write_gguf(tmp_path / "gemma4.gguf", model="gemma4", tokens=tokens, types=types, merges=merges,
+                      bos=tokens.index("<bos>"), eos=tokens.index("<eos>"), add_bos=False)
+    llama = llama_vocab(path)
+    tok = GGUFTokenizer(tokenizer_dir_for(path))
+    chat = "<bos><start_of_turn>user\nHi  there\n\n\n<end_of_turn>\n<start_of_turn>model\n"
+    for text in TEXTS + [chat]:
+        assert tok.encode(text) == llama_ids(llama, text), text
+        assert tok.decode(tok(text)["input_ids"]) == text, text
+    assert tok.encode("a\n\n\nb")[1] == tokens.index("\n\n\n")  # a run of newlines, whole
+    # llama.cpp adds BOS to Gemma 4 prompts although this GGUF says add_bos_token = false
+    assert llama.tokenize(b"x", add_bos=True, special=True)[0] == tok.bos_token_id == tokens.index("<bos>")
+
+
+# --------------------------------------------------------------------------
 # the cache
 # --------------------------------------------------------------------------
 
@@ -376,6 +421,9 @@ def test_cache_key_changes_with_the_gguf_and_the_format(tmp_path, monkeypatch):
     assert tokenizer_dir_for(path) == first  # reused
     with monkeypatch.context() as m:
         m.setattr(gguf_tokenizer, "_TOKENIZER_FORMAT", gguf_tokenizer._TOKENIZER_FORMAT + 1)
+        assert tokenizer_dir_for(path) != first
+    with monkeypatch.context() as m:  # other code building the tokenizer (here: another digest of it)
+        m.setattr(gguf_tokenizer, "_builder_digest_cache", ["another version of the builder"])
         assert tokenizer_dir_for(path) != first
     # the same file rewritten without the space prefix: a new tokenizer, other ids, another fingerprint
     spm_gguf(path, "llama", add_space_prefix=False)

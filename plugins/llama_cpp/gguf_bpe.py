@@ -20,9 +20,10 @@ from typing import Dict, List, Tuple
 
 import attrs
 
+from lpb_plugins.llama_cpp.gguf_spm import SPACE_MARK, spm_decoder
 from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab
 
-__all__ = ["PreTokenizer", "PRE_TOKENIZERS", "DEFAULT_PRE", "build_bpe_tokenizer"]
+__all__ = ["PreTokenizer", "PRE_TOKENIZERS", "DEFAULT_PRE", "build_bpe_tokenizer", "build_gemma4_tokenizer"]
 
 # llama.cpp's pre-tokenizer when a GGUF names none ("GENERATION QUALITY WILL BE DEGRADED").
 DEFAULT_PRE = "default"
@@ -145,4 +146,21 @@ def build_bpe_tokenizer(vocab: GGUFVocab, pre: PreTokenizer):
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         splits + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def build_gemma4_tokenizer(vocab: GGUFVocab):
+    """Gemma 4 (``tokenizer.ggml.model = "gemma4"``): a BPE over SentencePiece-style text (spaces
+    written '▁', characters outside the vocabulary as byte tokens ``<0xNN>``), split only into
+    lines and runs of newlines.  llama.cpp takes a run of newlines whole when it is a vocabulary
+    entry; :class:`~lpb_plugins.llama_cpp.gguf_tokenizer.GGUFTokenizer` does that before this
+    tokenizer sees the text."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    index = {text: i for i, text in enumerate(vocab.tokens)}
+    tok = Tokenizer(models.BPE(vocab=index, merges=_merge_pairs(vocab.merges, index), fuse_unk=False,
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", SPACE_MARK)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[^\n]+|[\n]+"), behavior="isolated")
+    tok.decoder = spm_decoder()
     return tok

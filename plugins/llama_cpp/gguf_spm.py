@@ -18,7 +18,7 @@ from typing import List, Tuple
 
 from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab
 
-__all__ = ["SPACE_MARK", "spm_merges", "build_spm_tokenizer"]
+__all__ = ["SPACE_MARK", "spm_merges", "spm_decoder", "build_spm_tokenizer"]
 
 # SentencePiece writes a space as U+2581 (LOWER ONE EIGHTH BLOCK).
 SPACE_MARK = "\u2581"
@@ -37,15 +37,21 @@ def spm_merges(tokens: Tuple[str, ...], scores: Tuple[float, ...]) -> List[Tuple
     return [(left, right) for *_, left, right in ranked]
 
 
+def spm_decoder():
+    """Pieces back to text: '▁' is a space, byte tokens ``<0xNN>`` are bytes."""
+    from tokenizers import decoders
+
+    return decoders.Sequence([decoders.Replace(SPACE_MARK, " "), decoders.ByteFallback(), decoders.Fuse()])
+
+
 def build_spm_tokenizer(vocab: GGUFVocab):
     """A ``tokenizers.Tokenizer`` tokenizing raw text (no special tokens, no space prefix) as llama.cpp."""
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import Tokenizer, models, normalizers
 
     index = {text: i for i, text in enumerate(vocab.tokens)}
     unk = vocab.tokens[vocab.unk_token_id] if vocab.unk_token_id is not None else None
     tok = Tokenizer(models.BPE(vocab=index, merges=spm_merges(vocab.tokens, vocab.scores),
                                unk_token=unk, byte_fallback=True, fuse_unk=False))
     tok.normalizer = normalizers.Replace(" ", SPACE_MARK)
-    tok.decoder = decoders.Sequence([decoders.Replace(SPACE_MARK, " "), decoders.ByteFallback(),
-                                     decoders.Fuse()])
+    tok.decoder = spm_decoder()
     return tok

@@ -3,7 +3,7 @@
 LMQL's ``llama.cpp:`` backend needs a Hugging Face tokenizer from the Hub (``huggyllama/llama-7b``
 by default) plus ``transformers``.  Here the tokenizer is rebuilt from the GGUF's metadata with
 ``tokenizers`` only (SentencePiece GGUFs in :mod:`~lpb_plugins.llama_cpp.gguf_spm`, byte-level BPE
-ones in :mod:`~lpb_plugins.llama_cpp.gguf_bpe`), cached on disk (:func:`tokenizer_dir_for`), and
+and Gemma 4 ones in :mod:`~lpb_plugins.llama_cpp.gguf_bpe`), cached on disk (:func:`tokenizer_dir_for`), and
 wrapped in an LMQL tokenizer implementation (:class:`GGUFTokenizer`), so nothing is downloaded.
 
 :func:`model_identifier` names a model after a hash of its tokenizer: the name LMTP client and
@@ -19,20 +19,24 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Union
 
+import attrs
+
 from lpb_core.errors import InputError
-from lpb_plugins.llama_cpp.gguf_bpe import DEFAULT_PRE, PRE_TOKENIZERS, build_bpe_tokenizer
+from lpb_plugins.llama_cpp.gguf_bpe import (DEFAULT_PRE, PRE_TOKENIZERS, build_bpe_tokenizer,
+                                            build_gemma4_tokenizer)
 from lpb_plugins.llama_cpp.gguf_spm import build_spm_tokenizer
 from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab, read_gguf_vocab
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path, resolve_gguf
 
 __all__ = ["tokenizer_dir_for", "read_meta", "GGUFTokenizer", "tokenizer_fingerprint", "model_identifier"]
 
-# Bump whenever what is built from a GGUF changes (files, their layout or the tokenization they
-# give), so that stale cache entries are not reused: it is part of the cache key.
+# The version of what is built from a GGUF (files, their layout, the tokenization they give): part
+# of the cache key (beside a hash of the code that builds) and of the tokenizer's fingerprint.
 _TOKENIZER_FORMAT = 2
 
 # What the GGUF says about its tokenizer, beside the tokenizers files in a tokenizer directory.
@@ -40,7 +44,10 @@ _META_FILE = "lpb_gguf_meta.json"
 
 # The metadata that decides which ids a text gets (hashed into the tokenizer's fingerprint).
 _TOKENIZATION_KEYS = ("format", "model", "pre", "bos_token_id", "eos_token_id", "add_bos_token",
-                      "add_space_prefix", "special_token_ids")
+                      "add_space_prefix", "whole_newline_runs", "special_token_ids")
+
+# Runs of newlines (Gemma 4 takes a run whole where the vocabulary has it).
+_NEWLINE_RUNS = re.compile(r"(\n+)")
 
 
 def _cache_root() -> pathlib.Path:
@@ -48,12 +55,28 @@ def _cache_root() -> pathlib.Path:
     return pathlib.Path(base) / "lpb" / "tokenizers"
 
 
+_builder_digest_cache: List[str] = []
+
+
+def _builder_digest() -> str:
+    """A hash of the code that builds a tokenizer directory (these modules and ``tokenizers``), so
+    that a cache entry built by other code is never reused, even where the format was not bumped."""
+    if not _builder_digest_cache:
+        import tokenizers
+
+        h = hashlib.sha256(tokenizers.__version__.encode())
+        for builder in (read_gguf_vocab, build_spm_tokenizer, build_bpe_tokenizer, _build_tokenizer):
+            h.update(pathlib.Path(sys.modules[builder.__module__].__file__).read_bytes())
+        _builder_digest_cache.append(h.hexdigest())
+    return _builder_digest_cache[0]
+
+
 def _file_key(path: pathlib.Path) -> str:
-    # The GGUF (its size and modification time stand for its content) and the format of what we
-    # build from it are all a built tokenizer depends on.
+    # The GGUF (its size and modification time stand for its content), the format and the code
+    # that builds from it are all a built tokenizer depends on.
     st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:{_TOKENIZER_FORMAT}".encode()).hexdigest()
-    return h[:12]
+    key = f"{st.st_size}:{st.st_mtime_ns}:{_TOKENIZER_FORMAT}:{_builder_digest()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _tokenizer_dir_name(path: pathlib.Path) -> str:
@@ -63,9 +86,15 @@ def _tokenizer_dir_name(path: pathlib.Path) -> str:
 
 def _build_tokenizer(vocab: GGUFVocab):
     """The raw-text tokenizer and the settings llama.cpp applies around it, for this GGUF."""
+    whole_newline_runs = False
     if vocab.model == "llama":
         add_bos_default, add_space_prefix = True, vocab.add_space_prefix is not False
         tok = build_spm_tokenizer(vocab)
+    elif vocab.model == "gemma4":
+        # llama.cpp adds BOS to Gemma 4 prompts whatever the GGUF says
+        vocab = attrs.evolve(vocab, add_bos_token=True)
+        add_bos_default, add_space_prefix, whole_newline_runs = True, False, True
+        tok = build_gemma4_tokenizer(vocab)
     else:
         pre_name = vocab.pre or DEFAULT_PRE
         pre = PRE_TOKENIZERS.get(pre_name)
@@ -77,7 +106,7 @@ def _build_tokenizer(vocab: GGUFVocab):
         tok = build_bpe_tokenizer(vocab, pre)
     add_bos = vocab.add_bos_token if vocab.add_bos_token is not None else add_bos_default
     return tok, {"add_bos_token": add_bos and vocab.bos_token_id is not None,
-                 "add_space_prefix": add_space_prefix}
+                 "add_space_prefix": add_space_prefix, "whole_newline_runs": whole_newline_runs}
 
 
 def _build_tokenizer_files(vocab: GGUFVocab, out_dir: pathlib.Path) -> None:
@@ -133,8 +162,8 @@ def tokenizer_dir_for(gguf_path: os.PathLike | str | None = None) -> pathlib.Pat
     """Directory with a ``tokenizers`` tokenizer rebuilt from the GGUF metadata.
 
     Built once into ``$XDG_CACHE_HOME/lpb/tokenizers/<stem>-<hash>`` (or
-    ``~/.cache/...``); the hash covers file size, mtime and the format
-    version.  The directory is assembled in a temporary sibling and renamed
+    ``~/.cache/...``); the hash covers file size, mtime, the format version
+    and the code that builds it.  The directory is assembled in a temporary sibling and renamed
     into place, so concurrent builders never expose a half-written folder.
     Contents: tokenizer.json, tokenizer_config.json, special_tokens_map.json
     and lpb_gguf_meta.json.  A GGUF whose tokenizer cannot be rebuilt is an
@@ -210,6 +239,7 @@ class GGUFTokenizer:
         # default for its tokenizer family) tells whether the model wants that.
         self._bos = meta["bos_token_id"] if meta.get("add_bos_token") else None
         self._space_prefix = bool(meta.get("add_space_prefix"))
+        self._whole_newline_runs = bool(meta.get("whole_newline_runs"))
         self._special = [(self._tok.id_to_token(i), i) for i in meta["special_token_ids"]]
         self._special_by_id = {i: text for text, i in self._special}
         self._special_texts = {text for text, _ in self._special}
@@ -273,8 +303,21 @@ class GGUFTokenizer:
                 continue
             if self._space_prefix and prefix_next:
                 fragment = " " + fragment
-            ids.extend(self._tok.encode(fragment, add_special_tokens=False).ids)
+            ids.extend(self._raw_ids(fragment))
             prefix_next = False
+        return ids
+
+    def _raw_ids(self, text: str) -> List[int]:
+        """The ids of text without special tokens."""
+        if not self._whole_newline_runs:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        ids: List[int] = []
+        for piece in _NEWLINE_RUNS.split(text):
+            whole = self._vocab.get(piece) if piece.startswith("\n") else None
+            if whole is not None:
+                ids.append(whole)
+            elif piece:
+                ids.extend(self._tok.encode(piece, add_special_tokens=False).ids)
         return ids
 
     def encode(self, text: str) -> List[int]:

@@ -47,7 +47,8 @@ _SPECIAL_BY_TEXT = frozenset({
 })
 
 # llama.cpp's default special token ids per tokenizer model, used where the GGUF names none.
-_DEFAULT_IDS = {"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11, "unk": None}}
+_DEFAULT_IDS = {"llama": {"bos": 1, "eos": 2, "unk": 0}, "gpt2": {"bos": 11, "eos": 11, "unk": None},
+                "gemma4": {"bos": None, "eos": None, "unk": None}}
 
 SUPPORTED_MODELS = tuple(_DEFAULT_IDS)
 
@@ -62,7 +63,7 @@ class GGUFVocab:
 
     source: str
     name: str
-    model: str  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    model: str  # "llama" (SentencePiece), "gpt2" (byte-level BPE) or "gemma4"
     pre: Optional[str]  # byte-level BPE: the pre-tokenizer (regex split) name
     tokens: Tuple[str, ...]
     scores: Tuple[float, ...]
