@@ -20,7 +20,7 @@ gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from lpb_core.errors import InputError  # noqa: E402
-from lpb_plugins.llama_cpp import gguf_tokenizer  # noqa: E402
+from lpb_plugins.llama_cpp import gguf_build, gguf_tokenizer  # noqa: E402
 from lpb_plugins.llama_cpp.gguf_bpe import PRE_TOKENIZERS  # noqa: E402
 from lpb_plugins.llama_cpp.gguf_tokenizer import (GGUFTokenizer, read_meta, tokenizer_dir_for,  # noqa: E402
                                                   tokenizer_fingerprint)
@@ -417,13 +417,13 @@ def test_gemma4_gguf_gives_llama_cpp_ids(gemma4_vocab, tmp_path):
 def test_cache_key_changes_with_the_gguf_and_the_format(tmp_path, monkeypatch):
     path = spm_gguf(tmp_path / "model.gguf", "llama")
     first = tokenizer_dir_for(path)
-    assert read_meta(first)["format"] == gguf_tokenizer._TOKENIZER_FORMAT
+    assert read_meta(first)["format"] == gguf_build.TOKENIZER_FORMAT
     assert tokenizer_dir_for(path) == first  # reused
     with monkeypatch.context() as m:
-        m.setattr(gguf_tokenizer, "_TOKENIZER_FORMAT", gguf_tokenizer._TOKENIZER_FORMAT + 1)
+        m.setattr(gguf_tokenizer, "TOKENIZER_FORMAT", gguf_build.TOKENIZER_FORMAT + 1)
         assert tokenizer_dir_for(path) != first
     with monkeypatch.context() as m:  # other code building the tokenizer (here: another digest of it)
-        m.setattr(gguf_tokenizer, "_builder_digest_cache", ["another version of the builder"])
+        m.setattr(gguf_build, "_builder_digest_cache", ["another version of the builder"])
         assert tokenizer_dir_for(path) != first
     # the same file rewritten without the space prefix: a new tokenizer, other ids, another fingerprint
     spm_gguf(path, "llama", add_space_prefix=False)

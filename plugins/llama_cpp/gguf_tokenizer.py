@@ -2,8 +2,9 @@
 
 LMQL's ``llama.cpp:`` backend needs a Hugging Face tokenizer from the Hub (``huggyllama/llama-7b``
 by default) plus ``transformers``.  Here the tokenizer is rebuilt from the GGUF's metadata with
-``tokenizers`` only (SentencePiece GGUFs in :mod:`~lpb_plugins.llama_cpp.gguf_spm`, byte-level BPE
-and Gemma 4 ones in :mod:`~lpb_plugins.llama_cpp.gguf_bpe`), cached on disk (:func:`tokenizer_dir_for`), and
+``tokenizers`` only (:mod:`~lpb_plugins.llama_cpp.gguf_build`: SentencePiece GGUFs in
+:mod:`~lpb_plugins.llama_cpp.gguf_spm`, byte-level BPE and Gemma 4 ones in
+:mod:`~lpb_plugins.llama_cpp.gguf_bpe`), cached on disk (:func:`tokenizer_dir_for`), and
 wrapped in an LMQL tokenizer implementation (:class:`GGUFTokenizer`), so nothing is downloaded.
 
 :func:`model_identifier` names a model after a hash of its tokenizer: the name LMTP client and
@@ -19,28 +20,16 @@ import os
 import pathlib
 import re
 import shutil
-import sys
 import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Union
 
-import attrs
-
-from lpb_core.errors import InputError
-from lpb_plugins.llama_cpp.gguf_bpe import (DEFAULT_PRE, PRE_TOKENIZERS, build_bpe_tokenizer,
-                                            build_gemma4_tokenizer)
-from lpb_plugins.llama_cpp.gguf_spm import build_spm_tokenizer
-from lpb_plugins.llama_cpp.gguf_vocab import GGUFVocab, read_gguf_vocab
+from lpb_plugins.llama_cpp.gguf_build import (META_FILE, TOKENIZER_FORMAT, builder_digest,
+                                              write_tokenizer_files)
+from lpb_plugins.llama_cpp.gguf_vocab import read_gguf_vocab
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path, resolve_gguf
 
 __all__ = ["tokenizer_dir_for", "read_meta", "GGUFTokenizer", "tokenizer_fingerprint", "model_identifier"]
-
-# The version of what is built from a GGUF (files, their layout, the tokenization they give): part
-# of the cache key (beside a hash of the code that builds) and of the tokenizer's fingerprint.
-_TOKENIZER_FORMAT = 2
-
-# What the GGUF says about its tokenizer, beside the tokenizers files in a tokenizer directory.
-_META_FILE = "lpb_gguf_meta.json"
 
 # The metadata that decides which ids a text gets (hashed into the tokenizer's fingerprint).
 _TOKENIZATION_KEYS = ("format", "model", "pre", "bos_token_id", "eos_token_id", "add_bos_token",
@@ -55,104 +44,17 @@ def _cache_root() -> pathlib.Path:
     return pathlib.Path(base) / "lpb" / "tokenizers"
 
 
-_builder_digest_cache: List[str] = []
-
-
-def _builder_digest() -> str:
-    """A hash of the code that builds a tokenizer directory (these modules and ``tokenizers``), so
-    that a cache entry built by other code is never reused, even where the format was not bumped."""
-    if not _builder_digest_cache:
-        import tokenizers
-
-        h = hashlib.sha256(tokenizers.__version__.encode())
-        for builder in (read_gguf_vocab, build_spm_tokenizer, build_bpe_tokenizer, _build_tokenizer):
-            h.update(pathlib.Path(sys.modules[builder.__module__].__file__).read_bytes())
-        _builder_digest_cache.append(h.hexdigest())
-    return _builder_digest_cache[0]
-
-
 def _file_key(path: pathlib.Path) -> str:
     # The GGUF (its size and modification time stand for its content), the format and the code
     # that builds from it are all a built tokenizer depends on.
     st = path.stat()
-    key = f"{st.st_size}:{st.st_mtime_ns}:{_TOKENIZER_FORMAT}:{_builder_digest()}"
+    key = f"{st.st_size}:{st.st_mtime_ns}:{TOKENIZER_FORMAT}:{builder_digest()}"
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _tokenizer_dir_name(path: pathlib.Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)
     return f"{stem}-{_file_key(path)}"
-
-
-def _build_tokenizer(vocab: GGUFVocab):
-    """The raw-text tokenizer and the settings llama.cpp applies around it, for this GGUF."""
-    whole_newline_runs = False
-    if vocab.model == "llama":
-        add_bos_default, add_space_prefix = True, vocab.add_space_prefix is not False
-        tok = build_spm_tokenizer(vocab)
-    elif vocab.model == "gemma4":
-        # llama.cpp adds BOS to Gemma 4 prompts whatever the GGUF says
-        vocab = attrs.evolve(vocab, add_bos_token=True)
-        add_bos_default, add_space_prefix, whole_newline_runs = True, False, True
-        tok = build_gemma4_tokenizer(vocab)
-    else:
-        pre_name = vocab.pre or DEFAULT_PRE
-        pre = PRE_TOKENIZERS.get(pre_name)
-        if pre is None:
-            raise InputError(vocab.source, f"pre-tokenizer {pre_name!r} is not supported "
-                                           f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})",
-                             field="tokenizer.ggml.pre")
-        add_bos_default, add_space_prefix = pre.add_bos, False
-        tok = build_bpe_tokenizer(vocab, pre)
-    add_bos = vocab.add_bos_token if vocab.add_bos_token is not None else add_bos_default
-    return tok, {"add_bos_token": add_bos and vocab.bos_token_id is not None,
-                 "add_space_prefix": add_space_prefix, "whole_newline_runs": whole_newline_runs}
-
-
-def _build_tokenizer_files(vocab: GGUFVocab, out_dir: pathlib.Path) -> None:
-    # tokenizer.json tokenizes raw text only: GGUFTokenizer cuts the special tokens out first, in
-    # llama.cpp's order, and adds SentencePiece's space prefix where llama.cpp does.
-    tok, settings = _build_tokenizer(vocab)
-    tok.save(str(out_dir / "tokenizer.json"))
-    tokens = vocab.tokens
-
-    def name(idx):
-        return tokens[idx] if idx is not None else None
-
-    special_map = {k: v for k, v in {
-        "bos_token": name(vocab.bos_token_id),
-        "eos_token": name(vocab.eos_token_id),
-        "unk_token": name(vocab.unk_token_id),
-        "pad_token": name(vocab.pad_token_id),
-    }.items() if v is not None}
-    # What the GGUF says about BOS/EOS, in the files other tools read beside a tokenizer.json.
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": settings["add_bos_token"],
-        "add_eos_token": bool(vocab.add_eos_token),
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": int(vocab.context_length or 2048),
-        **special_map,
-    }
-    if vocab.chat_template:
-        config["chat_template"] = vocab.chat_template
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False))
-
-    meta = {
-        "format": _TOKENIZER_FORMAT,
-        "source": vocab.source,
-        "name": vocab.name,
-        "model": vocab.model,
-        "pre": vocab.pre,
-        "bos_token_id": vocab.bos_token_id,
-        "eos_token_id": vocab.eos_token_id,
-        **settings,
-        "special_token_ids": vocab.special_token_ids(),
-        "chat_template": vocab.chat_template,
-        "vocab_size": len(tokens),
-    }
-    (out_dir / _META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
 
 
 _tokenizer_dir_lock = threading.Lock()
@@ -173,21 +75,21 @@ def tokenizer_dir_for(gguf_path: os.PathLike | str | None = None) -> pathlib.Pat
     path = path.resolve()
     root = _cache_root()
     final = root / _tokenizer_dir_name(path)
-    if (final / _META_FILE).exists():
+    if (final / META_FILE).exists():
         return final
     with _tokenizer_dir_lock:
-        if (final / _META_FILE).exists():
+        if (final / META_FILE).exists():
             return final
         vocab = read_gguf_vocab(path)
         root.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=".build-", dir=root))
         try:
-            _build_tokenizer_files(vocab, tmp)
+            write_tokenizer_files(vocab, tmp)
             try:
                 os.rename(tmp, final)
             except OSError:
                 # another process won the race; its directory is equivalent
-                if not (final / _META_FILE).exists():
+                if not (final / META_FILE).exists():
                     raise
         finally:
             if tmp.exists():
@@ -197,7 +99,7 @@ def tokenizer_dir_for(gguf_path: os.PathLike | str | None = None) -> pathlib.Pat
 
 def read_meta(tokenizer_dir: pathlib.Path) -> Dict[str, Any]:
     """What the GGUF says about its tokenizer (ids of special tokens, add_bos_token, chat template ...)."""
-    return json.loads((tokenizer_dir / _META_FILE).read_text())
+    return json.loads((tokenizer_dir / META_FILE).read_text())
 
 
 class GGUFTokenizer:
