@@ -4,7 +4,9 @@ Importing this package loads nothing and registers nothing; import the module yo
 
 * ``model_files``: which GGUF a model name means (``smollm2``, the embedded SmolLM2, or a path), and its
   content fingerprint;
-* ``gguf_tokenizer``: the GGUF's tokenizer for LMQL, rebuilt with ``tokenizers`` and cached on disk;
+* ``gguf_tokenizer``: the GGUF's tokenizer for LMQL, rebuilt with ``tokenizers`` and cached on disk,
+  by ``gguf_build`` from ``gguf_vocab`` (the GGUF's tokenizer metadata) with ``gguf_spm``
+  (SentencePiece GGUFs) or ``gguf_bpe`` (byte-level BPE GGUFs and their pre-tokenizers, Gemma 4);
 * ``chat``: one-turn chat prompts in the GGUF's own chat template;
 * ``engine``: the llama.cpp worker thread that generates and scores under LMQL's token masks;
 * ``lmql_model``: ``load_model()``, an ``lmql.LLM`` running the engine in-process;
