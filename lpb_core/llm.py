@@ -16,6 +16,7 @@ from typing import Callable
 
 import attrs
 
+from lpb_core import constraints, retry
 from lpb_core.cache import QueryCache, cache_key
 from lpb_core.decoding import Decoder
 from lpb_core.errors import BreedError, InputError, ModelError, PluginFailure
@@ -52,6 +53,7 @@ class Meter:
 
     budget: Budget = Budget()
     usage: Usage = Usage()
+    consecutive_failures: int = 0  # calls failed after their retries since the last that succeeded
 
 
 def cost_of(usage: Usage, prices: tuple[float, float] | None) -> float:
@@ -74,6 +76,17 @@ async def run_all(coroutines) -> list:
     return [task.result() for task in tasks]
 
 
+def _call_failure(exc: BaseException) -> retry.CallFailed | None:
+    """The CallFailed behind a failed query (LMQL may wrap what the backend raised), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, retry.CallFailed):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @attrs.frozen
 class ModelHandle:
     """An opened model, as a backend plugin returns it.
@@ -90,6 +103,9 @@ class ModelHandle:
     query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
     prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
     seeded_sampling: bool = False
+    # What the backend enforces of a template's where clauses (lpb_core.constraints: STOPS_AT, LENGTH); None:
+    # every constraint. Templates are run with the rest dropped and their answers bounded (reported at start).
+    enforces: tuple[str, ...] | None = None
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -154,7 +170,7 @@ class LanguageModel:
         if missing:
             raise BreedError(f"breeder.lmql: {template.name}: no value for {', '.join(missing)}")
         try:
-            query = template.compiled()  # normally compiled already, by lpb_core.preflight
+            query = self.compiled(template)  # normally compiled already, by lpb_core.preflight
         except TemplateError as exc:
             raise BreedError(f"{template.source or 'breeder.lmql'}: $.{template.name}: {exc}") from None
         options = dict(decoder.options)
@@ -172,28 +188,53 @@ class LanguageModel:
             self.meter.budget.check(self.usage)
             model = next(self._next_model)
             started = time.perf_counter()
-            try:
-                seeded = {}
-                if self.handle.seeded_sampling and not decoder.deterministic:
-                    material = sample_key or json.dumps([template.code, call_args, decoder.clause], sort_keys=True,
-                                                        default=str)
-                    seeded[SAMPLE_SEED_ARG] = sample_seed(material)
-                result = await query(**call_args, model=model, decoder=decoder.name, **options,
-                                     **self.handle.query_kwargs, **seeded)
-            except Exception as exc:
-                raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+            seeded = {}
+            if self.handle.seeded_sampling and not decoder.deterministic:
+                material = sample_key or json.dumps([template.code, call_args, decoder.clause], sort_keys=True,
+                                                    default=str)
+                seeded[SAMPLE_SEED_ARG] = sample_seed(material)
+            with retry.recording() as record:
+                try:
+                    result = await query(**call_args, model=model, decoder=decoder.name, **options,
+                                         **self.handle.query_kwargs, **seeded)
+                except Exception as exc:
+                    failed = _call_failure(exc)
+                    if failed is None:
+                        raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+                    self._count_failure(failed, record.retries, time.perf_counter() - started)
+                    raise failed from None
             elapsed = time.perf_counter() - started
+            self.meter.consecutive_failures = 0
         if isinstance(result, list):  # decoders with n > 1 return one result per sequence; keep the best
             result = result[0]
         variables = {k: v for k, v in result.variables.items() if not k.startswith("P(")}
         generated = sum(self.handle.count_tokens(v) for v in variables.values() if isinstance(v, str))
         total = self.handle.count_tokens(result.prompt)
         spent = Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
-                      llm_seconds=elapsed)
+                      llm_seconds=elapsed, retries=record.retries)
         self.usage += attrs.evolve(spent, cost_usd=cost_of(spent, self.handle.prices))
         if key is not None:
             self.cache.put(key, {"variables": variables, "prompt": result.prompt})
         return QueryResult(variables=variables, prompt=result.prompt)
+
+    def compiled(self, template: Template):
+        """The template's LMQL query, with the constraints this backend cannot enforce dropped."""
+        if self.handle.enforces is None:
+            return template.compiled()
+        code, _ = constraints.degrade(template.code, self.handle.enforces)
+        return attrs.evolve(template, code=code).compiled()
+
+    def unenforced(self, templates) -> dict[str, list[str]]:
+        """Template name -> the constraints of it this backend cannot enforce (only templates that have some)."""
+        dropped = {t.name: constraints.degrade(t.code, self.handle.enforces)[1] for t in templates}
+        return {name: found for name, found in dropped.items() if found}
+
+    def _count_failure(self, failed: retry.CallFailed, retries: int, elapsed: float) -> None:
+        self.usage += Usage(failed_calls=1, retries=retries, llm_seconds=elapsed)
+        self.meter.consecutive_failures += 1
+        if self.meter.consecutive_failures >= retry.CONSECUTIVE_FAILURES_TO_STOP:
+            raise retry.ServerUnavailable(f"the model stopped answering: {self.meter.consecutive_failures} calls in "
+                                          f"a row failed; the last: {failed}") from None
 
     async def aclose(self) -> None:
         """Close the model; the cache belongs to whoever opened it."""

@@ -9,7 +9,8 @@ from pathlib import Path
 import attrs
 
 from lpb_core import __version__, preflight
-from lpb_core.daycare import DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
+from lpb_core.constraints import degrade
+from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
 from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
 from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
@@ -137,12 +138,25 @@ class Models:
             raise prepared.plugins.attribute(failure)
 
 
+def unenforced_constraints(prepared: Prepared, models: Models) -> dict[str, list[str]]:
+    """Template name -> the where constraints its model cannot enforce (the fitness test runs on the task model,
+    every other template on the mutation model); those templates run with short, bounded answers instead."""
+    found = {}
+    for template in prepared.day_care.breeder.templates.values():
+        handle = models.task if template.name == FITNESS_TEMPLATE else models.mutation
+        dropped = degrade(template.code, handle.enforces)[1]
+        if dropped:
+            found[template.name] = dropped
+    return found
+
+
 def make_config(prepared: Prepared, models: Models) -> dict:
     return {
         "lpb_version": __version__,
         "settings": prepared.settings.to_dict(),
         "model": models.task.description,
         "mutation_model": models.mutation.description,
+        "unenforced_constraints": unenforced_constraints(prepared, models),
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,
