@@ -76,15 +76,19 @@ async def run_all(coroutines) -> list:
     return [task.result() for task in tasks]
 
 
-def _call_failure(exc: BaseException) -> retry.CallFailed | None:
-    """The CallFailed behind a failed query (LMQL may wrap what the backend raised), if any."""
+def _caused_by(exc: BaseException, kinds) -> BaseException | None:
+    """``exc`` or the first of its causes that is one of ``kinds`` (LMQL may wrap what a backend raised)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, retry.CallFailed):
+        if isinstance(exc, kinds):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _call_failure(exc: BaseException) -> retry.CallFailed | None:
+    return _caused_by(exc, retry.CallFailed)
 
 
 @attrs.frozen
@@ -106,6 +110,9 @@ class ModelHandle:
     # What the backend enforces of a template's where clauses (lpb_core.constraints: STOPS_AT, LENGTH); None:
     # every constraint. Templates are run with the rest dropped and their answers bounded (reported at start).
     enforces: tuple[str, ...] | None = None
+    # Exceptions of a query (anywhere in its causes) that mean "send it again": the whole query is retried by
+    # the run's retry policy. For backends that do not retry their own requests (LMQL's OpenAI client).
+    transient_errors: tuple[type, ...] = ()
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -146,8 +153,10 @@ def open_model(backends, spec: str, settings, option: str = "--model-name-or-pat
 
 class LanguageModel:
     def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
-                 cache: QueryCache | None = None, meter: Meter | None = None):
+                 cache: QueryCache | None = None, meter: Meter | None = None,
+                 retry_policy: retry.RetryPolicy = retry.RetryPolicy()):
         self.handle = handle
+        self.retry_policy = retry_policy
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
@@ -195,8 +204,8 @@ class LanguageModel:
                 seeded[SAMPLE_SEED_ARG] = sample_seed(material)
             with retry.recording() as record:
                 try:
-                    result = await query(**call_args, model=model, decoder=decoder.name, **options,
-                                         **self.handle.query_kwargs, **seeded)
+                    result = await self._query(lambda: query(**call_args, model=model, decoder=decoder.name, **options,
+                                                             **self.handle.query_kwargs, **seeded), template.name)
                 except Exception as exc:
                     failed = _call_failure(exc)
                     if failed is None:
@@ -216,6 +225,22 @@ class LanguageModel:
         if key is not None:
             self.cache.put(key, {"variables": variables, "prompt": result.prompt})
         return QueryResult(variables=variables, prompt=result.prompt)
+
+    async def _query(self, call, name: str):
+        if not self.handle.transient_errors:
+            return await call()
+
+        async def attempt():
+            try:
+                return await call()
+            except Exception as exc:
+                if _caused_by(exc, self.handle.transient_errors):
+                    raise retry.TransientFailure(f"{type(exc).__name__}: {exc}") from exc
+                raise
+
+        # LMQL's own clients time out a stalled stream themselves; a whole query has no fixed time limit
+        return await retry.call_with_retries(attempt, attrs.evolve(self.retry_policy, timeout=None),
+                                             f"{name} on {self.handle.description}")
 
     def compiled(self, template: Template):
         """The template's LMQL query, with the constraints this backend cannot enforce dropped."""

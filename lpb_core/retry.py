@@ -44,9 +44,14 @@ class ServerUnavailable(ModelError):
 @attrs.frozen
 class RetryPolicy:
     max_retries: int = 5
-    timeout: float = 120.0  # seconds one request may take before it counts as failed
+    timeout: float | None = 120.0  # seconds one request may take before it counts as failed (None: no limit)
     base_delay: float = 0.5  # seconds before the first retry; doubled for each further one
     max_delay: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings) -> "RetryPolicy":
+        """The policy of ``lpb breed --max-retries --request-timeout``."""
+        return cls(max_retries=settings.max_retries, timeout=settings.request_timeout)
 
     def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``retry`` (0-based): full jitter over the backoff, and never less
@@ -84,7 +89,7 @@ async def call_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPo
     """``await attempt()``, again after each TransientFailure or timeout, at most ``policy.max_retries`` times."""
     for retry in range(policy.max_retries + 1):
         try:
-            return await asyncio.wait_for(attempt(), policy.timeout)
+            return await (attempt() if policy.timeout is None else asyncio.wait_for(attempt(), policy.timeout))
         except TransientFailure as exc:
             failure, retry_after = str(exc), exc.retry_after
         except asyncio.TimeoutError:

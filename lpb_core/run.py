@@ -20,6 +20,7 @@ from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import Budget, LanguageModel, Meter, ModelHandle, open_model
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
+from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
@@ -205,7 +206,8 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
     meter = Meter(Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost),
                   history[-1].usage if history else Usage())
     model, mutation_model = (
-        LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter)
+        LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter,
+                      retry_policy=RetryPolicy.from_settings(settings))
         for handle in (models.task, models.mutation))
     try:
         return await _breed(prepared, run, model, mutation_model, config, history)

@@ -36,7 +36,7 @@ from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, read_meta, token
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path
 
-__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model"]
+__all__ = ["DEFAULT_CHUNKSIZE", "default_n_threads", "load_model", "engine_model"]
 
 # LMQL's default speculative chunk (16) forces a new request, and thus a
 # decoder round trip, every 16 tokens of an unbounded variable.  Speculation
@@ -85,6 +85,8 @@ def _make_dcmodel_class():
             pass
 
         async def model_info(self):
+            if hasattr(self.engine, "describe"):  # an engine over HTTP (openai_engine)
+                return {"model_identifier": self.model_identifier, **self.engine.describe()}
             return {"model_identifier": self.model_identifier, "model_type": "llama.cpp (lpb adapter)",
                     "gguf": str(self.engine.gguf_path), "n_threads": self.engine.n_threads}
 
@@ -163,7 +165,9 @@ def _make_dcmodel_class():
 _dcmodel_cls = None
 
 
-def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.Path):
+def _make_adapter(identifier: str, engine, tokenizer_impl):
+    """An LMQL model adapter whose queries run on ``engine`` (LlamaEngine, or anything with its
+    ``generate``/``score``/``n_ctx``), tokenized by ``tokenizer_impl`` (a GGUFTokenizer or alike)."""
     from lmql.api.llm import ModelAPIAdapter
     from lmql.runtime.tokenizer import LMQLTokenizer
 
@@ -179,7 +183,7 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             self.decoder_args: Dict[str, Any] = {}
             self.num_queries = 0
             self.chunk_size = DEFAULT_CHUNKSIZE
-            self._tokenizer = LMQLTokenizer(identifier, tokenizer_impl=GGUFTokenizer(tokenizer_dir, identifier))
+            self._tokenizer = LMQLTokenizer(identifier, tokenizer_impl=tokenizer_impl)
 
         def __str__(self):
             return f"<LlamaCppAdapter {identifier}>"
@@ -205,6 +209,16 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             return self._tokenizer.decode(input_ids)
 
     return LlamaCppAdapter()
+
+
+def engine_model(identifier: str, engine, tokenizer_impl, configuration: dict):
+    """An ``lmql.LLM`` over any engine with LlamaEngine's interface (e.g. openai_engine.CompletionsEngine)."""
+    import lmql
+
+    install_fast_token_set_eq()
+    m = lmql.LLM(identifier, adapter=_make_adapter(identifier, engine, tokenizer_impl), configuration=configuration)
+    m.engine = engine
+    return m
 
 
 _models: Dict[tuple, Any] = {}
@@ -258,7 +272,7 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         tok_dir = tokenizer_dir_for(path)
         engine = LlamaEngine(path, n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
-        adapter = _make_adapter(identifier, engine, tok_dir)
+        adapter = _make_adapter(identifier, engine, GGUFTokenizer(tok_dir, identifier))
         m = lmql.LLM(identifier, adapter=adapter,
                      configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
         m.engine = engine
