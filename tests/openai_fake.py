@@ -1,6 +1,6 @@
 """A fault-injecting OpenAI-compatible server on loopback, for tests that need no model.
 
-It answers ``/v1/completions`` like a real server with a trivial "model" (the text of ``reply``, or, under a
+It answers ``/v1/completions`` like a real server with a trivial "model" (or forwards to a real one) (the text of ``reply``, or, under a
 positive ``logit_bias``, one allowed token chosen by the prompt), and before that plays a scripted list of
 faults: ``429`` (with Retry-After), ``500``, ``503``, ``hang`` (no answer), ``close`` (connection dropped),
 or any other HTTP status. ``fail_when(payload)`` makes every request it accepts fail with 503.
@@ -14,13 +14,15 @@ import threading
 import time
 import zlib
 
+import aiohttp
 from aiohttp import web
 
 
 class FakeOpenAIServer:
     def __init__(self, tokenizer, reply: str = "Be brief and exact.", retry_after: str = "0.05",
-                 text_prompts: bool = False, honour_logit_bias: bool = True):
+                 text_prompts: bool = False, honour_logit_bias: bool = True, upstream: str | None = None):
         self.tokenizer = tokenizer
+        self.upstream = upstream  # a real server's /v1 URL: requests that pass the faults are forwarded there
         self.reply = reply
         self.retry_after = retry_after
         self.text_prompts = text_prompts  # refuse token-id prompts, as llama-cpp-python's server does
@@ -88,6 +90,12 @@ class FakeOpenAIServer:
             if self.text_prompts and not isinstance(payload["prompt"], str):
                 record["answer"] = 500
                 return web.json_response({"error": {"message": "prompt: Input should be a valid string"}}, status=500)
+            if self.upstream:
+                async with aiohttp.ClientSession() as session:
+                    async with session.post(f"{self.upstream}/completions", json=payload) as answer:
+                        record["answer"] = answer.status
+                        return web.Response(body=await answer.read(), status=answer.status,
+                                            content_type="application/json")
             record["answer"] = 200
             await asyncio.sleep(0.01)  # long enough for concurrent requests to overlap
             return web.json_response(self.complete(payload))

@@ -1,0 +1,79 @@
+"""A breed against an OpenAI-compatible server that fails: failed items counted, a server that stays down
+stops the breed with the command that resumes it. The fake server (tests/openai_fake.py) needs no model."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from lpb_core.retry import CONSECUTIVE_FAILURES_TO_STOP
+from lpb_plugins.llama_cpp.openai_model import served_tokenizer
+from tests.openai_fake import FakeOpenAIServer
+
+BREED = ["--model-name-or-path", "openai/smollm2", "--task", "sentiment", "--population-size", "4",
+         "--fitness-batch-size", "4", "--test-split", "0.2", "--seed", "2", "--request-timeout", "5"]
+
+
+@pytest.fixture
+def server():
+    tokenizer = served_tokenizer(None, "smollm2")[1]
+    fake = FakeOpenAIServer(tokenizer)
+    fake.decode = lambda payload: tokenizer.decode(payload["prompt"]) if isinstance(payload["prompt"], list) \
+        else payload["prompt"]
+    yield fake
+    fake.stop()
+
+
+def test_calls_that_keep_failing_count_as_failed_items_and_the_breed_goes_on(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    suite = json.loads((day_care / "sentiment" / "fitness_test_suite.json").read_text())
+    doomed = suite[0]["text"]
+    server.fail_when = lambda payload: doomed in server.decode(payload)
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "1",
+                 "--fitness-batch-size", "0", "--max-retries", "1", "--api-base", server.api_base)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((day_care / "sentiment" / "RUN_0" / "summary.json").read_text())
+    failed = [r for r in server.requests if r["answer"] == 503]
+    assert summary["failed_calls"] == len(failed) // 2 > 0  # each failed call: the request and its one retry
+    assert summary["retries"] == summary["failed_calls"]
+    assert summary["failed_items"] == summary["failed_calls"]  # only fitness items mention the review
+    config = json.loads((day_care / "sentiment" / "RUN_0" / "config.json").read_text())
+    assert config["model"].startswith(f"openai/smollm2 at {server.api_base} (completions")
+    assert config["unenforced_constraints"] == {}  # the server honours logit_bias: every constraint holds
+
+
+def test_a_server_that_stays_down_ends_the_breed_resumably(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    run = day_care / "sentiment" / "RUN_0"
+    server.fail_when = lambda payload: (run / "generation_000.json").exists()
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "2", "--max-retries", "0",
+                 "--api-base", server.api_base)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: the model stopped answering: "
+                           f"{CONSECUTIVE_FAILURES_TO_STOP} calls in a row failed; the last: ")
+    assert "HTTP 503" in line and "; the run is saved: resume with lpb breed " in line
+    assert sorted(p.name for p in run.glob("generation_*.json")) == ["generation_000.json"]
+
+    server.fail_when = None  # the server is back
+    resume = shlex.split(line.split("resume with ", 1)[1])
+    assert resume[:2] == ["lpb", "breed"] and resume[-2:] == ["--continue-run-number", "0"]
+    result = lpb(*resume[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "summary.json").read_text())["generations_completed"] == 2
+
+
+def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.api_base)
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0")
+    assert result.exit_code == 0, result.output
+    assert len(server.requests) > 2
+
+
+def test_a_wrong_tokenizer_option_is_an_input_error(lpb, day_care, server, tmp_path):
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0", "--api-base",
+                 server.api_base, "--tokenizer", tmp_path / "nothing.gguf")
+    assert result.exit_code == 2
+    assert "--tokenizer" in result.output and "neither a .gguf file" in result.output
