@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import lmql
+from lmql.runtime.bopenai.batched_openai import MaximumRetriesExceeded
 from lmql.runtime.bopenai.openai_api import OpenAIStreamError
 
 from lpb_core.constraints import ENFORCED_BY_STOPPING
@@ -67,7 +68,8 @@ OPENAI_COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "
 
 # What LMQL's OpenAI client raises for a failure worth another try (a stalled stream, a rate limit, a lost
 # connection): the whole query is sent again by the run's retry policy.
-LMQL_OPENAI_TRANSIENT = (OpenAIStreamError, aiohttp.ClientError, asyncio.TimeoutError)
+# LMQL first re-sends a failed stream itself, at once, up to 20 times (MaximumRetriesExceeded after that).
+LMQL_OPENAI_TRANSIENT = (OpenAIStreamError, MaximumRetriesExceeded, aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class OpenAIBackend:

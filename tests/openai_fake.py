@@ -10,6 +10,7 @@ Every request is recorded with its open and close times, so tests can see overla
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import zlib
@@ -23,6 +24,7 @@ class FakeOpenAIServer:
                  text_prompts: bool = False, honour_logit_bias: bool = True, upstream: str | None = None):
         self.tokenizer = tokenizer
         self.upstream = upstream  # a real server's /v1 URL: requests that pass the faults are forwarded there
+        self.chat_reply = "It is positive, I think.\nMore words follow."  # what /v1/chat/completions says
         self.reply = reply
         self.retry_after = retry_after
         self.text_prompts = text_prompts  # refuse token-id prompts, as llama-cpp-python's server does
@@ -102,11 +104,28 @@ class FakeOpenAIServer:
         finally:
             record["closed"] = time.monotonic()
 
+    async def _chat(self, request: web.Request):
+        """/v1/chat/completions, streamed as server-sent events (how LMQL's chat client asks)."""
+        payload = await request.json()
+        record = {"payload": payload, "opened": time.monotonic(), "closed": None, "answer": 200}
+        self.requests.append(record)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = self.chat_reply.split(" ")
+        for i, word in enumerate(words):
+            delta = {"content": word if i == 0 else " " + word}
+            await response.write(f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]})}\n\n".encode())
+        final = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+        record["closed"] = time.monotonic()
+        return response
+
     def _serve(self):
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -77,3 +77,22 @@ def test_a_wrong_tokenizer_option_is_an_input_error(lpb, day_care, server, tmp_p
                  server.api_base, "--tokenizer", tmp_path / "nothing.gguf")
     assert result.exit_code == 2
     assert "--tokenizer" in result.output and "neither a .gguf file" in result.output
+
+
+def test_a_server_without_a_known_tokenizer_gets_chat_messages_and_unenforced_constraints_are_reported(
+        lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("SLOW_TOKENIZER_OK", "1")  # LMQL counts tokens with GPT-2's pure-Python tokenizer here
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--model-name-or-path", "openai/gpt-4o-mini",
+                 "--evolution-generations", "1", "--api-base", server.api_base)
+    assert result.exit_code == 0, result.output
+    assert ("fitness_test_template: the model cannot enforce ANSWER in ['positive', 'negative']; the answer is "
+            "generated short and read by the scorer") in result.output
+    config = json.loads((day_care / "sentiment" / "RUN_0" / "config.json").read_text())
+    assert config["model"] == f"openai/gpt-4o-mini at {server.api_base} (chat)"
+    assert config["unenforced_constraints"] == {"fitness_test_template": ["ANSWER in ['positive', 'negative']"]}
+    chats = [r["payload"] for r in server.requests if "messages" in r["payload"]]
+    assert chats and all(p["model"] == "gpt-4o-mini" and "logit_bias" not in p for p in chats)
+    summary = json.loads((day_care / "sentiment" / "RUN_0" / "summary.json").read_text())
+    # the short answer stops at the newline and the scorer reads the label from the words
+    assert summary["best_train_fitness"] > 0 and summary["failed_calls"] == 0
