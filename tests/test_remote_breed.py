@@ -96,3 +96,37 @@ def test_a_server_without_a_known_tokenizer_gets_chat_messages_and_unenforced_co
     summary = json.loads((day_care / "sentiment" / "RUN_0" / "summary.json").read_text())
     # the short answer stops at the newline and the scorer reads the label from the words
     assert summary["best_train_fitness"] > 0 and summary["failed_calls"] == 0
+
+
+UNLUCKY_OPERATOR = """
+    from lpb_core.hookspecs import hookimpl
+    from lpb_core.retry import CallFailed
+
+    class Unlucky:
+        name = "unlucky"
+        templates = ()
+
+        async def mutate(self, ctx):
+            raise CallFailed("completion of 12 prompt tokens: HTTP 503 (after 5 retries)")
+
+    @hookimpl
+    def lpb_register_mutation_operators(register):
+        register(Unlucky())
+"""
+
+
+@pytest.mark.parametrize("operators, expected", [("unlucky,zero_order_prompt_gen", "zero_order_prompt_gen"),
+                                                 ("unlucky", "copy")])
+def test_a_failed_mutation_call_falls_back_to_another_operator_or_leaves_a_copy(lpb, day_care, install_plugin,
+                                                                                operators, expected):
+    from tests.conftest import SMALL_RUN
+
+    install_plugin(UNLUCKY_OPERATOR)
+    result = lpb("breed", "--day-care-dir", day_care, *SMALL_RUN, "--operators", operators)
+    assert result.exit_code == 0, result.output
+    births = [b for n in (1, 2) for b in json.loads(
+        (day_care / "sentiment" / "RUN_0" / f"generation_{n:03d}.json").read_text())["births"]]
+    assert births and {b["operator"] for b in births} == {expected}
+    if expected == "copy":
+        assert all(b["notes"]["copy"]["failed_calls"] == ["unlucky: completion of 12 prompt tokens: HTTP 503 "
+                                                          "(after 5 retries)"] for b in births)
