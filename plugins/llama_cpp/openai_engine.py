@@ -103,7 +103,10 @@ class PieceReader:
             if ids[i] is not None:
                 top = {self.id_of(k): float(v) for k, v in (tops[i] or {}).items()}
                 top.pop(None, None)
-                out.append((ids[i], logps[i], top, True))
+                # before a split character, a piece may be what is left of a token that began the character
+                # (" " of " \xf0"): the text is right, the id may not be
+                exact = i + 1 == len(pieces) or ids[i + 1] is not None
+                out.append((ids[i], logps[i], top, exact))
                 i += 1
                 continue
             j = i
@@ -144,9 +147,9 @@ class CompletionsEngine:
         ids = [int(t) for t in ids]
         if self.prompt_as_ids:
             return ids
-        # as text the server adds BOS itself where its model wants one
-        bos = self.tokenizer.meta.get("bos_token_id")
-        if ids and ids[0] == bos:
+        # as text, the server adds BOS itself where its model wants one (bos_token_id is None where it does not)
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids and ids[0] == bos:
             ids = ids[1:]
         return self.tokenizer.decode(ids)
 
@@ -212,9 +215,8 @@ class CompletionsEngine:
     async def probe(self) -> None:
         """Find out whether the server takes token-id prompts and honours ``logit_bias``."""
         ids = self.tokenizer.encode("The capital of France is")
-        bos = self.tokenizer.meta.get("bos_token_id")
         if self.tokenizer.bos_token_id is not None:
-            ids = [bos] + ids
+            ids = [self.tokenizer.bos_token_id] + ids
 
         def refuses_ids(status: int, body: str) -> bool:
             # llama-cpp-python answers 500 to a prompt it cannot read
