@@ -24,6 +24,7 @@ from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
+from lpb_core.templates import TemplateError
 from lpb_core.units import Usage
 
 
@@ -145,9 +146,15 @@ def unenforced_constraints(prepared: Prepared, models: Models) -> dict[str, list
     found = {}
     for template in prepared.day_care.breeder.templates.values():
         handle = models.task if template.name == FITNESS_TEMPLATE else models.mutation
-        dropped = degrade(template.code, handle.enforces)[1]
+        code, dropped = degrade(template.code, handle.enforces)
         if dropped:
             found[template.name] = dropped
+            try:  # compiled now, so a template that cannot run degraded stops the breed before it starts
+                attrs.evolve(template, code=code).compiled()
+            except TemplateError as exc:
+                raise InputError(template.source or prepared.day_care.breeder.path, f"without the constraints "
+                                 f"{handle.description} cannot enforce ({' and '.join(dropped)}): {exc}",
+                                 f"$.{template.name}") from None
     return found
 
 
@@ -184,8 +191,8 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
     else:
         run = None
     models = Models.open(prepared)
-    run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
     config = make_config(prepared, models)
+    run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
     if settings.continue_run_number is None:
         run.write_config(config)
     try:
