@@ -130,7 +130,7 @@ class OpenAIBackend:
                              "--api-base") from None
         how = "" if model.honours_logit_bias else ", ignores logit_bias: only stops and lengths are enforced"
         return ModelHandle(description=f"openai/{served} at {api_base} (completions{how})", models=(model,),
-                           count_tokens=_counter(model), close=model.aclose,
+                           count_tokens=_counter(model), close=model.aclose, seeded_sampling=True,
                            enforces=None if model.honours_logit_bias else ENFORCED_BY_STOPPING)
 
 

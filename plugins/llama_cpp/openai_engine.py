@@ -173,8 +173,10 @@ class CompletionsEngine:
             payload["top_p"] = float(top_p)
         if top_k:
             payload["top_k"] = int(top_k)  # not OpenAI's, but vLLM's, llama.cpp's and SGLang's
-        if seed is not None:
-            payload["seed"] = int(seed)
+        if seed is not None and temperature:
+            # one seed per query (lpb_core.llm's sample seed), moved on by the position each request starts at,
+            # so a sampled answer depends on what was asked, not on timing (where the server honours seeds)
+            payload["seed"] = (int(seed) + len(ids)) % 2 ** 31
         choice = await self._complete(payload, f"completion of {len(ids)} prompt tokens")
         tokens = self.pieces.read(choice.get("logprobs") or {}, choice.get("text") or "")
         ended = choice.get("finish_reason") == "stop"
