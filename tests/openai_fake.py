@@ -93,7 +93,7 @@ class FakeOpenAIServer:
                 record["answer"] = 500
                 return web.json_response({"error": {"message": "prompt: Input should be a valid string"}}, status=500)
             if self.upstream:
-                async with aiohttp.ClientSession() as session:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
                     async with session.post(f"{self.upstream}/completions", json=payload) as answer:
                         record["answer"] = answer.status
                         return web.Response(body=await answer.read(), status=answer.status,

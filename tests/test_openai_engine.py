@@ -64,7 +64,9 @@ def test_a_server_that_breaks_the_mask_is_an_error_not_a_wrong_answer(tokenizer)
     try:
         with pytest.raises(ModelError, match="ignored logit_bias: it produced 'Be', which the constraint bans"):
             asyncio.run(generate())
-        assert fake.requests[-1]["payload"]["logit_bias"] == {str(i): 100.0 for i in allowed}
+        request = fake.requests[-1]["payload"]
+        assert request["logit_bias"] == {str(i): 100.0 for i in allowed}
+        assert request["max_tokens"] == 1  # the mask of the token after a label's first piece is another one
     finally:
         fake.stop()
 

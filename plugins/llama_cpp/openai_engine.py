@@ -33,6 +33,9 @@ __all__ = ["PieceReader", "CompletionsEngine", "logit_bias_for", "MAX_LOGPROBS"]
 # OpenAI's API returns at most 5 alternatives per token.
 MAX_LOGPROBS = 5
 
+# A mask allowing at most this many tokens asks for one token per request.
+FEW_ALLOWED = 10
+
 _TOKEN_ID_PIECE = re.compile(r"^token_id:(\d+)$")
 
 
@@ -169,6 +172,10 @@ class CompletionsEngine:
                    "logprobs": max(1, min(int(top_logprobs or 1), MAX_LOGPROBS))}
         if bias:
             payload["logit_bias"] = bias
+            if len(bias) <= FEW_ALLOWED and next(iter(bias.values())) > 0:
+                # a handful of allowed tokens (a label's next piece): the next token's mask is another one, so
+                # tokens past the first would be thrown away (LMQL's own OpenAI client cuts such chunks too)
+                payload["max_tokens"] = 1
         if top_p is not None and float(top_p) < 1.0:
             payload["top_p"] = float(top_p)
         if top_k:
