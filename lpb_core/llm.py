@@ -249,11 +249,6 @@ class LanguageModel:
         code, _ = constraints.degrade(template.code, self.handle.enforces)
         return attrs.evolve(template, code=code).compiled()
 
-    def unenforced(self, templates) -> dict[str, list[str]]:
-        """Template name -> the constraints of it this backend cannot enforce (only templates that have some)."""
-        dropped = {t.name: constraints.degrade(t.code, self.handle.enforces)[1] for t in templates}
-        return {name: found for name, found in dropped.items() if found}
-
     def _count_failure(self, failed: retry.CallFailed, retries: int, elapsed: float) -> None:
         self.usage += Usage(failed_calls=1, retries=retries, llm_seconds=elapsed)
         self.meter.consecutive_failures += 1
