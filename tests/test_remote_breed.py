@@ -130,3 +130,11 @@ def test_a_failed_mutation_call_falls_back_to_another_operator_or_leaves_a_copy(
     if expected == "copy":
         assert all(b["notes"]["copy"]["failed_calls"] == ["unlucky: completion of 12 prompt tokens: HTTP 503 "
                                                           "(after 5 retries)"] for b in births)
+
+
+def test_is_async_keeps_several_requests_in_flight(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0", "--is-async",
+                 "--client-batch-size", "4", "--api-base", server.api_base)
+    assert result.exit_code == 0, result.output
+    assert 2 <= server.max_in_flight() <= 4
