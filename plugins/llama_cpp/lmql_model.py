@@ -88,6 +88,8 @@ def _make_dcmodel_class():
             pass
 
         async def model_info(self):
+            if hasattr(self.engine, "describe"):  # an engine over HTTP (openai_engine)
+                return {"model_identifier": self.model_identifier, **self.engine.describe()}
             return {"model_identifier": self.model_identifier, "model_type": "llama.cpp (lpb adapter)",
                     "gguf": str(self.engine.gguf_path), "n_threads": self.engine.n_threads}
 
@@ -167,7 +169,10 @@ def _make_dcmodel_class():
 _dcmodel_cls = None
 
 
-def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.Path, chat_template: Optional[str]):
+def _make_adapter(identifier: str, engine, tokenizer_impl, chat: ChatFormat):
+    """An LMQL model adapter whose queries run on ``engine`` (LlamaEngine, or anything with its
+    ``generate``/``score``/``n_ctx``), tokenized by ``tokenizer_impl`` (a GGUFTokenizer or alike), role tags
+    rendered with ``chat``."""
     from lmql.api.llm import ModelAPIAdapter
 
     global _dcmodel_cls
@@ -182,9 +187,8 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             self.decoder_args: Dict[str, Any] = {}
             self.num_queries = 0
             self.chunk_size = DEFAULT_CHUNKSIZE
-            impl = GGUFTokenizer(tokenizer_dir, identifier)
-            self.chat: ChatFormat = chat_format_for(tokenizer_dir, impl, chat_template)
-            self._tokenizer = role_tokenizer(identifier, impl, self.chat)
+            self.chat = chat
+            self._tokenizer = role_tokenizer(identifier, tokenizer_impl, chat)
 
         def __str__(self):
             return f"<LlamaCppAdapter {identifier}>"
@@ -262,29 +266,32 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         tok_dir = tokenizer_dir_for(path)
         engine = LlamaEngine(path, n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
-        m = engine_model(identifier, engine, tok_dir, chat_template=chat_template,
+        m = engine_model(identifier, engine, GGUFTokenizer(tok_dir, identifier), chat_template=chat_template,
                          configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
         _models[key] = m
         return m
 
 
-def engine_model(identifier: str, engine, tokenizer_dir: pathlib.Path, *, chat_template: Optional[str] = None,
+def engine_model(identifier: str, engine, tokenizer_impl, *, chat_template: Optional[str] = None,
                  configuration: Optional[dict] = None):
     """An ``lmql.LLM`` whose queries run on ``engine`` (a :class:`LlamaEngine` or anything with its
-    ``generate``/``score``/``n_ctx`` interface), with the GGUF tokenizer in ``tokenizer_dir``.
+    ``generate``/``score``/``n_ctx`` interface, e.g. ``openai_engine.CompletionsEngine``), tokenized by
+    ``tokenizer_impl`` (a :class:`GGUFTokenizer` or alike, with ``.meta`` and ``.tokenizer_dir``).
 
-    Role tags in its queries are rendered with ``chat_template`` (None: the GGUF's own).  The object
+    Role tags in its queries are rendered with ``chat_template`` (None: the tokenizer's own).  The object
     carries ``.engine``, ``.tokenizer_dir``, ``.chat`` (its :class:`ChatFormat`) and
     ``.format_chat(system, user)``.
     """
     import lmql
 
-    adapter = _make_adapter(identifier, engine, tokenizer_dir, chat_template)
+    install_fast_token_set_eq()
+    chat = chat_format_for(tokenizer_impl, chat_template)
+    adapter = _make_adapter(identifier, engine, tokenizer_impl, chat)
     keep_role_tags(identifier, adapter.get_tokenizer())
     m = lmql.LLM(identifier, adapter=adapter, configuration=configuration or {})
     m.engine = engine
-    m.tokenizer_dir = tokenizer_dir
-    m.chat = adapter.chat
+    m.tokenizer_dir = tokenizer_impl.tokenizer_dir
+    m.chat = chat
     m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
-        system, user, chat_template=adapter.chat.template or "", add_generation_prompt=add_generation_prompt)
+        system, user, chat_template=chat.template or "", add_generation_prompt=add_generation_prompt)
     return m
