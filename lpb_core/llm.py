@@ -81,6 +81,9 @@ class ModelHandle:
     ``seeded_sampling``: the models take the query keyword ``SAMPLE_SEED_ARG`` (an int) and draw every
     sampled token from it and the token's position, so a sampled answer depends on the run's seed and
     what was asked, never on timing or on the order concurrent queries reach the model.
+
+    ``concurrency``: how many queries the models serve best at once (an in-process engine that decodes
+    concurrent queries together); ``LanguageModel`` runs that many unless the user chose a number.
     """
 
     description: str  # what config.json and summary.json record (never a secret)
@@ -90,6 +93,7 @@ class ModelHandle:
     query_kwargs: dict = attrs.field(factory=dict)  # extra keyword arguments every query call gets
     prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
     seeded_sampling: bool = False
+    concurrency: int | None = None
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -129,10 +133,13 @@ def open_model(backends, spec: str, settings, option: str = "--model-name-or-pat
 
 
 class LanguageModel:
-    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
+    """``concurrency``: queries run at once; None: as many as the handle serves best (else one)."""
+
+    def __init__(self, handle: ModelHandle, *, concurrency: int | None = None, chunk_size: int | None = None,
                  cache: QueryCache | None = None, meter: Meter | None = None):
         self.handle = handle
-        self._semaphore = asyncio.Semaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency or handle.concurrency or 1)
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
         self.cache = cache

@@ -102,14 +102,16 @@ class LlamaCppBackend:
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
                                models=models, count_tokens=_counter(models[0]))
         try:
-            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed)
+            # enough sequences for every query the user runs at once (--is-async --client-batch-size)
+            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed, n_seq=settings.concurrency)
         except RuntimeError as exc:  # the embedded model's package is missing
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         name = model.configuration["gguf"]
         threads = model.configuration["n_threads"]
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
-                           models=(model,), count_tokens=_counter(model), seeded_sampling=True)
+                           models=(model,), count_tokens=_counter(model), seeded_sampling=True,
+                           concurrency=model.engine.n_seq)
 
 
 @hookimpl
