@@ -211,7 +211,8 @@ def test_generation_stops_at_eos(model, query):
     assert stats["last_finish_reason"] == "stop"
     assert stats["requests"] > before["requests"]
     n_tokens = len(GGUFTokenizer(model.tokenizer_dir).encode(x))
-    assert 0 < n_tokens < 60, x  # far below the 400-token limit
+    # far below the 400-token limit (with flash attention SmolLM2's greedy answer here is 62 tokens)
+    assert 0 < n_tokens < 100, x
     assert stats["generated"] - before["generated"] < 80
     assert "<|im_end|>" not in x and "<|endoftext|>" not in x
 

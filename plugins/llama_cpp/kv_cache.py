@@ -42,7 +42,9 @@ class SequenceCache:
         self.busy: List[bool] = [False] * n_seq
         self._last_used = [0] * n_seq
         self._clock = 0
-        self._copied_this_step: set = set()
+        # copies wait for the next decode call: until then a target is no source, and a source no target
+        self._copy_targets: set = set()
+        self._copy_sources: set = set()
 
     def free(self) -> List[int]:
         return [s for s, busy in enumerate(self.busy) if not busy]
@@ -62,14 +64,16 @@ class SequenceCache:
         held = [min(common_prefix(h, ids), limit) for h in self.held]
         # ties go to the sequence used longest ago, whose contents are least likely to be wanted
         own = max(free, key=lambda s: (held[s], -self._last_used[s]))
-        sources = [s for s in range(len(self.held)) if s not in self._copied_this_step]
+        sources = [s for s in range(len(self.held)) if s not in self._copy_targets]
         source = max(sources, key=lambda s: held[s], default=own)
-        if held[source] - held[own] >= COPY_MIN_TOKENS:
+        targets = [s for s in free if s not in self._copy_sources]
+        if held[source] - held[own] >= COPY_MIN_TOKENS and targets:
             # the copy overwrites the target: take the free sequence whose contents are oldest
-            seq = min(free, key=lambda s: self._last_used[s])
+            seq = min(targets, key=lambda s: self._last_used[s])
             self._context.copy_sequence(source, seq)
             self.held[seq] = list(self.held[source])
-            self._copied_this_step.add(seq)
+            self._copy_targets.add(seq)
+            self._copy_sources.add(source)
             start, copied_from = held[source], source
         else:
             coming = max((min(common_prefix(self.planned[s], ids), limit) for s in range(len(self.held))
@@ -101,8 +105,9 @@ class SequenceCache:
             self.held[seq] = []
 
     def step_done(self) -> None:
-        """A decode call ran: pending copies are done, so copies may be copied again."""
-        self._copied_this_step.clear()
+        """A decode call ran: the copies asked for before it are done."""
+        self._copy_targets.clear()
+        self._copy_sources.clear()
 
     def _touch(self, seq: int) -> None:
         self._clock += 1
