@@ -104,6 +104,9 @@ class ModelHandle:
     concurrency) and must change when the weights, tokenizer or sampling seed do. Backends should
     set it (a content fingerprint of a weights file, a hosted model's id); without it the
     description is used, which is safe but may miss the cache after such a resumable change.
+
+    ``concurrency``: how many queries the models serve best at once (an in-process engine that decodes
+    concurrent queries together); ``LanguageModel`` runs that many unless the user chose a number.
     """
 
     description: str  # what config.json and summary.json record (never a secret)
@@ -120,6 +123,8 @@ class ModelHandle:
     # Exceptions of a query (anywhere in its causes) that mean "send it again": the whole query is retried by
     # the run's retry policy. For backends that do not retry their own requests (LMQL's OpenAI client).
     transient_errors: tuple[type, ...] = ()
+    # how many queries the models serve best at once (an in-process engine decoding them together)
+    concurrency: int | None = None
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -159,12 +164,15 @@ def open_model(backends, spec: str, settings, option: str = "--model-name-or-pat
 
 
 class LanguageModel:
-    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
+    """``concurrency``: queries run at once; None: as many as the handle serves best (else one)."""
+
+    def __init__(self, handle: ModelHandle, *, concurrency: int | None = None, chunk_size: int | None = None,
                  cache: QueryCache | None = None, meter: Meter | None = None,
                  retry_policy: retry.RetryPolicy = retry.RetryPolicy()):
         self.handle = handle
         self.retry_policy = retry_policy
-        self._semaphore = asyncio.Semaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency or handle.concurrency or 1)
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
         self.cache = cache

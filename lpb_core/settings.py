@@ -72,8 +72,9 @@ class BreedSettings:
         return chosen or ("no_cot",)
 
     @property
-    def concurrency(self) -> int:
-        return self.client_batch_size if self.is_async else 1
+    def concurrency(self) -> int | None:
+        """Queries run at once: --client-batch-size with --is-async, else None (what the model serves best)."""
+        return self.client_batch_size if self.is_async else None
 
     def to_dict(self) -> dict:
         def plain(value):

@@ -174,7 +174,8 @@ class LlamaCppBackend:
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
                                models=models, count_tokens=_counter(models[0]), identity=identity)
         try:
-            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed)
+            # enough sequences for every query the user runs at once (--is-async --client-batch-size)
+            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed, n_seq=settings.concurrency)
         except RuntimeError as exc:  # the embedded model's package is missing
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         name = model.configuration["gguf"]
@@ -182,7 +183,7 @@ class LlamaCppBackend:
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
                            models=(model,), count_tokens=_counter(model), seeded_sampling=True,
-                           identity=identity)
+                           identity=identity, concurrency=model.engine.n_seq)
 
 
 @hookimpl
