@@ -35,7 +35,7 @@ import time
 import lmql
 
 from lpb_plugins.llama_cpp.chat import format_chat
-from lpb_plugins.llama_cpp.engine import usable_cores
+from lpb_plugins.llama_cpp.cpu import usable_cores
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.model_files import embedded_model_path
 

@@ -103,7 +103,8 @@ def csv_names(ctx, param, value):
 
 
 @cli.command()
-@option("model_name_or_path", help="Model: smollm2 (embedded), a .gguf path, openai/<model>, or random.")
+@option("model_name_or_path", help="Model: smollm2 (embedded), a .gguf path, openai/<model> (OpenAI, or a server "
+        "with --api-base), or random.")
 @option("day_care_dir", type=click.Path(path_type=Path), default=None, show_default="the built-in example",
         help="Day care folder (breeder.lmql, mutation_prompts.json, thinking_styles.json, <task>/).")
 @option("task", required=True, default=None, help="Task folder inside the day care to breed prompts for.")
@@ -156,6 +157,11 @@ def csv_names(ctx, param, value):
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation items (with the best initial "
              "unit and your own prompts).")
+@option("api_base", default=None, show_default="$OPENAI_BASE_URL, else OpenAI",
+        help="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama, ...) for openai/<model>.")
+@option("tokenizer", default=None, help="The served model's tokenizer: a .gguf file or a Hugging Face tokenizer folder.")
+@option("max_retries", type=click.IntRange(0), help="Retries of a request after a timeout, lost connection, 429 or 5xx.")
+@option("request_timeout", type=click.FloatRange(0, min_open=True), help="Seconds one model request may take.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Reuse results of deterministic queries, kept in the run directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (events.jsonl is still written).")
@@ -276,6 +282,8 @@ ITEM_SETS = ("test", "validation", "train", "all")
 @option("test_noCoT", "--test-no-cot", is_flag=True, default=None, help="Score the direct answer.")
 @option("n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads.")
 @option("endpoint", multiple=True, help="host:port of an `lpb serve` model server (repeatable).")
+@option("api_base", default=None, help="As for lpb breed.")
+@option("tokenizer", default=None, help="As for lpb breed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with every item's outcome).")
 @option("verbose", "-v", is_flag=True, default=False, help="Tracebacks on errors.")
 def eval_command(**options):

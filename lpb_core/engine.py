@@ -19,8 +19,11 @@ from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
 from lpb_core.fitness import FitnessTest, Minibatch
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
+from lpb_core.retry import CallFailed
 from lpb_core.settings import BreedSettings
 from lpb_core.units import SEED, TASK_DESCRIPTION, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
+
+COPY = "copy"  # the operator recorded for a child left as its parent's copy because every mutation call failed
 
 
 @attrs.define
@@ -127,11 +130,14 @@ class Breeder:
         rng.shuffle(fallbacks)
         child = attrs.evolve(parent, id=child_id, parents=(parent.id,), born=generation, fitness=None, scores={},
                              scored_on=None, workings=(), operator="")
-        applied, notes = [], {}
+        applied, notes, failed = [], {}, []
         for candidate in [operator, *fallbacks]:
             try:
                 mutation = await mutate(candidate, self.context(parent, population, previous, generation, rng))
             except OperatorSkipped:
+                continue
+            except CallFailed as exc:  # counted by the model; another operator may still get through
+                failed.append(f"{candidate.name}: {exc}")
                 continue
             child = apply(child, mutation, candidate.name)
             applied.append(candidate.name)
@@ -139,9 +145,16 @@ class Breeder:
                 notes[candidate.name] = dict(mutation.notes)
             break
         else:
-            raise BreedError(f"no enabled operator could mutate unit {parent.id}")
+            if not failed:
+                raise BreedError(f"no enabled operator could mutate unit {parent.id}")
+            # every operator's call failed: the child is the parent's copy, and the birth says why
+            applied.append(COPY)
+            notes[COPY] = {"failed_calls": failed}
         for post in self.post_operators:
-            mutation = await mutate(post, self.context(child, population, previous, generation, rng))
+            try:
+                mutation = await mutate(post, self.context(child, population, previous, generation, rng))
+            except CallFailed:
+                continue
             if mutation is not None:
                 child = apply(child, mutation, None)
                 applied.append(post.name)
@@ -168,11 +181,14 @@ class Breeder:
         prompts = dict(given)
         missing = [f for f in day_care.breeder.prompt_fields if f not in given]
         for attempt in range(3 if missing else 0):  # a small model sometimes writes nothing; a new sample helps
-            variables = (await self.mutation_model.run(
-                day_care.breeder.templates[INITIAL_TEMPLATE],
-                {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
-                 "task_description": task.description, "candidate": candidate, "attempt": attempt},
-                task.decoder, sample_key=f"{self.settings.seed}:init:{unit_id}:{candidate}:{attempt}")).variables
+            try:
+                variables = (await self.mutation_model.run(
+                    day_care.breeder.templates[INITIAL_TEMPLATE],
+                    {"mutation_prompt": mutation_prompt, "thinking_style": thinking_style,
+                     "task_description": task.description, "candidate": candidate, "attempt": attempt},
+                    task.decoder, sample_key=f"{self.settings.seed}:init:{unit_id}:{candidate}:{attempt}")).variables
+            except CallFailed:  # counted by the model; like a blank answer
+                continue
             prompts.update({f: clean_prompt(str(variables.get(f.upper(), ""))) for f in missing})
             if all(prompts.values()):
                 break

@@ -19,6 +19,7 @@ from lpb_core.errors import InputError, raise_all
 from lpb_core.fitness import FitnessTest, Minibatch, split
 from lpb_core.llm import LanguageModel, open_model, run_all
 from lpb_core.plugins import load_plugins
+from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import BreedSettings
 from lpb_core.stats import Accuracy, compare
@@ -141,7 +142,8 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
 
 async def _score_all(fitness: FitnessTest, handle, settings: BreedSettings, candidates: list[Candidate],
                      batch: Minibatch) -> list[Scored]:
-    model = LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size)
+    model = LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
+                          retry_policy=RetryPolicy.from_settings(settings))
     try:
         evaluations = await run_all(fitness.evaluate_items(c.unit, batch, model) for c in candidates)
     finally:

@@ -10,6 +10,7 @@ import attrs
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
 from lpb_core.errors import BreedError, PluginFailure
 from lpb_core.llm import LanguageModel, run_all
+from lpb_core.retry import CallFailed
 from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit, Usage, Working
 
@@ -100,7 +101,10 @@ class FitnessTest:
 
         async def answer(index: int, variant: str):
             args = {**self.suite[index], **unit_arguments(self.task, unit, variant)}
-            result = await model.run(template, args, self.task.fitness_decoder)
+            try:
+                result = await model.run(template, args, self.task.fitness_decoder)
+            except CallFailed:  # counted by the model; the item is scored as a wrong answer
+                return index, variant, None
             if self.task.answer_variable not in result.variables:
                 raise BreedError(f"{self.day_care.breeder.path}: {FITNESS_TEMPLATE} produced no "
                                  f"{self.task.answer_variable} variable (task_description.json answer_variable)")
@@ -111,7 +115,8 @@ class FitnessTest:
             scores, correct, workings, unreadable = self.judge(outcomes)
         except Exception as exc:  # the scorer is a plugin: its failure names it
             raise PluginFailure.raised("fitness scorer", self.task.scorer_type, exc) from exc
-        model.usage += Usage(unreadable_answers=unreadable)
+        failed = sum(variables is None for _, _, variables in outcomes)
+        model.usage += Usage(unreadable_answers=unreadable, failed_items=failed)
         # With both variants, a unit is as fit as the mean of the two (documented in the README).
         fitness = round(sum(scores.values()) / len(scores), 6)
         scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
@@ -128,7 +133,13 @@ class FitnessTest:
             for index, v, variables in outcomes:
                 if v != variant:
                     continue
-                item, response = self.suite[index], str(variables[self.task.answer_variable])
+                item = self.suite[index]
+                if variables is None:  # the call failed: no answer, which no scorer counts as right
+                    answers.append("")
+                    golds.append(item[self.task.gold_field])
+                    right.append(False)
+                    continue
+                response = str(variables[self.task.answer_variable])
                 answers.append(response)
                 unreadable += not can_read(response)
                 golds.append(item[self.task.gold_field])

@@ -16,6 +16,7 @@ from typing import Callable
 
 import attrs
 
+from lpb_core import constraints, retry
 from lpb_core.cache import QueryCache, cache_key
 from lpb_core.decoding import Decoder
 from lpb_core.errors import BreedError, InputError, ModelError, PluginFailure
@@ -52,6 +53,7 @@ class Meter:
 
     budget: Budget = Budget()
     usage: Usage = Usage()
+    consecutive_failures: int = 0  # calls failed after their retries since the last that succeeded
 
 
 def cost_of(usage: Usage, prices: tuple[float, float] | None) -> float:
@@ -74,6 +76,21 @@ async def run_all(coroutines) -> list:
     return [task.result() for task in tasks]
 
 
+def _caused_by(exc: BaseException, kinds) -> BaseException | None:
+    """``exc`` or the first of its causes that is one of ``kinds`` (LMQL may wrap what a backend raised)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _call_failure(exc: BaseException) -> retry.CallFailed | None:
+    return _caused_by(exc, retry.CallFailed)
+
+
 @attrs.frozen
 class ModelHandle:
     """An opened model, as a backend plugin returns it.
@@ -87,6 +104,9 @@ class ModelHandle:
     concurrency) and must change when the weights, tokenizer or sampling seed do. Backends should
     set it (a content fingerprint of a weights file, a hosted model's id); without it the
     description is used, which is safe but may miss the cache after such a resumable change.
+
+    ``concurrency``: how many queries the models serve best at once (an in-process engine that decodes
+    concurrent queries together); ``LanguageModel`` runs that many unless the user chose a number.
     """
 
     description: str  # what config.json and summary.json record (never a secret)
@@ -97,6 +117,14 @@ class ModelHandle:
     prices: tuple[float, float] | None = None  # USD per million prompt and completion tokens, where known
     seeded_sampling: bool = False
     identity: str = attrs.field(default=attrs.Factory(lambda handle: handle.description, takes_self=True))
+    # What the backend enforces of a template's where clauses (lpb_core.constraints: STOPS_AT, LENGTH); None:
+    # every constraint. Templates are run with the rest dropped and their answers bounded (reported at start).
+    enforces: tuple[str, ...] | None = None
+    # Exceptions of a query (anywhere in its causes) that mean "send it again": the whole query is retried by
+    # the run's retry policy. For backends that do not retry their own requests (LMQL's OpenAI client).
+    transient_errors: tuple[type, ...] = ()
+    # how many queries the models serve best at once (an in-process engine decoding them together)
+    concurrency: int | None = None
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -136,10 +164,15 @@ def open_model(backends, spec: str, settings, option: str = "--model-name-or-pat
 
 
 class LanguageModel:
-    def __init__(self, handle: ModelHandle, *, concurrency: int = 1, chunk_size: int | None = None,
-                 cache: QueryCache | None = None, meter: Meter | None = None):
+    """``concurrency``: queries run at once; None: as many as the handle serves best (else one)."""
+
+    def __init__(self, handle: ModelHandle, *, concurrency: int | None = None, chunk_size: int | None = None,
+                 cache: QueryCache | None = None, meter: Meter | None = None,
+                 retry_policy: retry.RetryPolicy = retry.RetryPolicy()):
         self.handle = handle
-        self._semaphore = asyncio.Semaphore(max(1, concurrency))
+        self.retry_policy = retry_policy
+        self.concurrency = max(1, concurrency or handle.concurrency or 1)
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._next_model = itertools.cycle(handle.models)
         self._chunk_size = chunk_size
         self.cache = cache
@@ -161,7 +194,7 @@ class LanguageModel:
         if missing:
             raise BreedError(f"breeder.lmql: {template.name}: no value for {', '.join(missing)}")
         try:
-            query = template.compiled()  # normally compiled already, by lpb_core.preflight
+            query = self.compiled(template)  # normally compiled already, by lpb_core.preflight
         except TemplateError as exc:
             raise BreedError(f"{template.source or 'breeder.lmql'}: $.{template.name}: {exc}") from None
         options = dict(decoder.options)
@@ -179,28 +212,64 @@ class LanguageModel:
             self.meter.budget.check(self.usage)
             model = next(self._next_model)
             started = time.perf_counter()
-            try:
-                seeded = {}
-                if self.handle.seeded_sampling and not decoder.deterministic:
-                    material = sample_key or json.dumps([template.code, call_args, decoder.clause], sort_keys=True,
-                                                        default=str)
-                    seeded[SAMPLE_SEED_ARG] = sample_seed(material)
-                result = await query(**call_args, model=model, decoder=decoder.name, **options,
-                                     **self.handle.query_kwargs, **seeded)
-            except Exception as exc:
-                raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+            seeded = {}
+            if self.handle.seeded_sampling and not decoder.deterministic:
+                material = sample_key or json.dumps([template.code, call_args, decoder.clause], sort_keys=True,
+                                                    default=str)
+                seeded[SAMPLE_SEED_ARG] = sample_seed(material)
+            with retry.recording() as record:
+                try:
+                    result = await self._query(lambda: query(**call_args, model=model, decoder=decoder.name, **options,
+                                                             **self.handle.query_kwargs, **seeded), template.name)
+                except Exception as exc:
+                    failed = _call_failure(exc)
+                    if failed is None:
+                        raise ModelError(f"{template.name}: model query failed: {type(exc).__name__}: {exc}") from exc
+                    self._count_failure(failed, record.retries, time.perf_counter() - started)
+                    raise failed from None
             elapsed = time.perf_counter() - started
+            self.meter.consecutive_failures = 0
         if isinstance(result, list):  # decoders with n > 1 return one result per sequence; keep the best
             result = result[0]
         variables = {k: v for k, v in result.variables.items() if not k.startswith("P(")}
         generated = sum(self.handle.count_tokens(v) for v in variables.values() if isinstance(v, str))
         total = self.handle.count_tokens(result.prompt)
         spent = Usage(llm_calls=1, prompt_tokens=max(0, total - generated), completion_tokens=generated,
-                      llm_seconds=elapsed)
+                      llm_seconds=elapsed, retries=record.retries)
         self.usage += attrs.evolve(spent, cost_usd=cost_of(spent, self.handle.prices))
         if key is not None:
             self.cache.put(key, {"variables": variables, "prompt": result.prompt})
         return QueryResult(variables=variables, prompt=result.prompt)
+
+    async def _query(self, call, name: str):
+        if not self.handle.transient_errors:
+            return await call()
+
+        async def attempt():
+            try:
+                return await call()
+            except Exception as exc:
+                if _caused_by(exc, self.handle.transient_errors):
+                    raise retry.TransientFailure(f"{type(exc).__name__}: {exc}") from exc
+                raise
+
+        # LMQL's own clients time out a stalled stream themselves; a whole query has no fixed time limit
+        return await retry.call_with_retries(attempt, attrs.evolve(self.retry_policy, timeout=None),
+                                             f"{name} on {self.handle.description}")
+
+    def compiled(self, template: Template):
+        """The template's LMQL query, with the constraints this backend cannot enforce dropped."""
+        if self.handle.enforces is None:
+            return template.compiled()
+        code, _ = constraints.degrade(template.code, self.handle.enforces)
+        return attrs.evolve(template, code=code).compiled()
+
+    def _count_failure(self, failed: retry.CallFailed, retries: int, elapsed: float) -> None:
+        self.usage += Usage(failed_calls=1, retries=retries, llm_seconds=elapsed)
+        self.meter.consecutive_failures += 1
+        if self.meter.consecutive_failures >= retry.CONSECUTIVE_FAILURES_TO_STOP:
+            raise retry.ServerUnavailable(f"the model stopped answering: {self.meter.consecutive_failures} calls in "
+                                          f"a row failed; the last: {failed}") from None
 
     async def aclose(self) -> None:
         """Close the model; the cache belongs to whoever opened it."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import attrs
 
 from lpb_core import __version__, preflight
-from lpb_core.daycare import DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
+from lpb_core.constraints import degrade
+from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
 from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
 from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
@@ -20,9 +20,11 @@ from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, open_model
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
+from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
+from lpb_core.templates import TemplateError
 from lpb_core.units import Usage
 
 
@@ -142,6 +144,24 @@ class Models:
             raise prepared.plugins.attribute(failure)
 
 
+def unenforced_constraints(prepared: Prepared, models: Models) -> dict[str, list[str]]:
+    """Template name -> the where constraints its model cannot enforce (the fitness test runs on the task model,
+    every other template on the mutation model); those templates run with short, bounded answers instead."""
+    found = {}
+    for template in prepared.day_care.breeder.templates.values():
+        handle = models.task if template.name == FITNESS_TEMPLATE else models.mutation
+        code, dropped = degrade(template.code, handle.enforces)
+        if dropped:
+            found[template.name] = dropped
+            try:  # compiled now, so a template that cannot run degraded stops the breed before it starts
+                attrs.evolve(template, code=code).compiled()
+            except TemplateError as exc:
+                raise InputError(template.source or prepared.day_care.breeder.path, f"without the constraints "
+                                 f"{handle.description} cannot enforce ({' and '.join(dropped)}): {exc}",
+                                 f"$.{template.name}") from None
+    return found
+
+
 def make_config(prepared: Prepared, models: Models) -> dict:
     return {
         "lpb_version": __version__,
@@ -150,6 +170,7 @@ def make_config(prepared: Prepared, models: Models) -> dict:
         "model_identity": models.task.identity,  # what keys the query cache
         "mutation_model": models.mutation.description,
         "mutation_model_identity": models.mutation.identity,
+        "unenforced_constraints": unenforced_constraints(prepared, models),
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,
@@ -182,8 +203,8 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
                 check_resumable(run, settings)
             models = Models.open(prepared)
             guard.checkpoint()
+            config = make_config(prepared, models)  # compiles degraded templates: an input error comes before the folder
             run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
-            config = make_config(prepared, models)
             if settings.continue_run_number is None:
                 run.write_config(config)
             return asyncio.run(guard.run(_breed_and_close, prepared, run, models, config))
@@ -212,7 +233,8 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
     meter = Meter(Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost),
                   history[-1].usage if history else Usage())
     model, mutation_model = (
-        LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter)
+        LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter,
+                      retry_policy=RetryPolicy.from_settings(settings))
         for handle in (models.task, models.mutation))
     try:
         return await _breed(prepared, run, model, mutation_model, config, history)

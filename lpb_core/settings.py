@@ -10,6 +10,7 @@ import attrs
 RESUMABLE_CHANGES = frozenset({
     "evolution_generations", "verbose", "use_wandb", "wandb_project", "continue_run_number", "loggers",
     "is_async", "client_batch_size", "server_batch_size", "endpoints", "max_llm_calls", "max_tokens", "max_cost", "n_threads",
+    "api_base", "max_retries", "request_timeout",
 })
 
 
@@ -58,6 +59,11 @@ class BreedSettings:
     mutation_model: str | None = None  # writes the prompts; None: the model being optimised does
     validation_split: float = 0.25  # share of the training items kept back to choose the winner
     finalists: int = 4  # units of the last generation, by training fitness, compared on the validation items
+    # OpenAI-compatible servers and remote calls:
+    api_base: str | None = None  # e.g. http://127.0.0.1:8000/v1; None: $OPENAI_BASE_URL, else OpenAI's own API
+    tokenizer: str | None = None  # the served model's tokenizer: a .gguf file or a Hugging Face tokenizer folder
+    max_retries: int = 5  # per request, after a timeout, lost connection, HTTP 429 or 5xx
+    request_timeout: float = 120.0  # seconds one request may take
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -66,8 +72,9 @@ class BreedSettings:
         return chosen or ("no_cot",)
 
     @property
-    def concurrency(self) -> int:
-        return self.client_batch_size if self.is_async else 1
+    def concurrency(self) -> int | None:
+        """Queries run at once: --client-batch-size with --is-async, else None (what the model serves best)."""
+        return self.client_batch_size if self.is_async else None
 
     def to_dict(self) -> dict:
         def plain(value):

@@ -87,6 +87,9 @@ class Usage:
     llm_seconds: float = 0.0
     unreadable_answers: int = 0  # fitness answers the scorer could not read (scored as wrong)
     cost_usd: float = 0.0  # estimated, for the calls of models with known prices
+    retries: int = 0  # requests sent again after a timeout, lost connection, rate limit or server error
+    failed_calls: int = 0  # calls that still failed after their retries
+    failed_items: int = 0  # fitness items whose call failed (scored as wrong)
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other))))

@@ -3,19 +3,27 @@ hosted OpenAI models, and LMQL's offline ``random`` model for tests."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
+import aiohttp
 import lmql
+from lmql.runtime.bopenai.batched_openai import MaximumRetriesExceeded
+from lmql.runtime.bopenai.openai_api import OpenAIStreamError
 
+from lpb_core.constraints import ENFORCED_BY_STOPPING
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import ModelHandle
+from lpb_core.retry import CallFailed, RetryPolicy
 from lpb_plugins.llama_cpp.lmql_model import load_model
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, reserve_role_tag_ids
+from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, mark_chat_model, reserve_role_tag_ids
 from lpb_plugins.llama_cpp.lmtp_client import remote_model
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
+from lpb_plugins.llama_cpp.openai_model import served_model, served_tokenizer
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
+from lpb_plugins.remote_calls import RequestRefused
 
 
 def _counter(model):
@@ -56,8 +64,24 @@ OPENAI_PRICES = {
 }
 
 
+# OpenAI's hosted models that have /v1/completions; every other openai/<name> without --api-base is a chat model.
+OPENAI_COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"})
+
+# What LMQL's OpenAI client raises for a failure worth another try (a stalled stream, a rate limit, a lost
+# connection): the whole query is sent again by the run's retry policy.
+# LMQL first re-sends a failed stream itself, at once, up to 20 times (MaximumRetriesExceeded after that).
+LMQL_OPENAI_TRANSIENT = (OpenAIStreamError, MaximumRetriesExceeded, aiohttp.ClientError, asyncio.TimeoutError)
+
+
 class OpenAIBackend:
-    """OpenAI models through LMQL's own backend, named as LMQL names them: ``openai/gpt-3.5-turbo-instruct``.
+    """``openai/<model>``: OpenAI's API, or any OpenAI-compatible server with ``--api-base`` (or OPENAI_BASE_URL).
+
+    * A server whose model's tokenizer is known here (``--tokenizer``, or a model named by its GGUF path or
+      ``smollm2``): our completions engine, token masks sent as logit_bias (every constraint holds when the
+      server honours it, which is checked).
+    * A server without a known tokenizer, and OpenAI's chat models: LMQL's chat client (/v1/chat/completions);
+      only stopping phrases and length bounds hold, other constraints are dropped and reported.
+    * OpenAI's completion models (OPENAI_COMPLETION_MODELS): LMQL's own client with tiktoken.
 
     The key comes from OPENAI_API_KEY (or LMQL's api.env) and is never written anywhere by lpb.
     """
@@ -68,13 +92,53 @@ class OpenAIBackend:
         return model_name.startswith("openai/")
 
     def open(self, model_name: str, settings) -> ModelHandle:
+        served = model_name.removeprefix("openai/")
+        api_base = settings.api_base or os.environ.get("OPENAI_BASE_URL")
+        if api_base:
+            return self.open_server(served, api_base.rstrip("/"), settings)
         if not os.environ.get("OPENAI_API_KEY") and not os.path.exists("api.env"):
             raise InputError("environment", f"{model_name} needs an OpenAI key: set OPENAI_API_KEY",
                              "OPENAI_API_KEY")
-        model = lmql.model(model_name)
-        reserve_role_tag_ids(model.get_tokenizer())  # beside a GGUF model, tag ids must lie beyond both vocabularies
-        return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model),
-                           prices=OPENAI_PRICES.get(model_name.removeprefix("openai/")), identity=model_name)
+        prices = OPENAI_PRICES.get(served)
+        if served in OPENAI_COMPLETION_MODELS:
+            model = lmql.model(model_name, chunk_timeout=settings.request_timeout)
+            reserve_role_tag_ids(model.get_tokenizer())  # beside a GGUF model, tag ids lie beyond both vocabularies
+            return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model), prices=prices,
+                               transient_errors=LMQL_OPENAI_TRANSIENT, identity=model_name)
+        mark_chat_model(served)
+        model = lmql.model(model_name, chunk_timeout=settings.request_timeout)
+        reserve_role_tag_ids(model.get_tokenizer())
+        return ModelHandle(description=f"{model_name} (chat)", models=(model,), count_tokens=_counter(model),
+                           prices=prices, enforces=ENFORCED_BY_STOPPING, transient_errors=LMQL_OPENAI_TRANSIENT,
+                           identity=model_name)
+
+    def open_server(self, served: str, api_base: str, settings) -> ModelHandle:
+        try:
+            tokenizer = served_tokenizer(settings.tokenizer, served)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise InputError("command line", str(exc), "--tokenizer") from None
+        if tokenizer is None:  # nothing to tokenize with here: chat messages, as to OpenAI's chat models
+            mark_chat_model(served)
+            # LMQL's client needs some tokenizer to count with; GPT-2's stands in (token counts are estimates)
+            model = lmql.model(f"openai/{served}", endpoint=f"{api_base}/chat/completions", tokenizer="gpt2",
+                               chunk_timeout=settings.request_timeout)
+            reserve_role_tag_ids(model.get_tokenizer())
+            # the server is not part of the identity: a resume may point at another one serving the same model
+            return ModelHandle(description=f"openai/{served} at {api_base} (chat)", models=(model,),
+                               count_tokens=_counter(model), enforces=ENFORCED_BY_STOPPING,
+                               transient_errors=LMQL_OPENAI_TRANSIENT, identity=f"openai/{served} (chat)")
+        identifier, impl = tokenizer
+        try:
+            model = served_model(api_base, served, identifier, impl, RetryPolicy.from_settings(settings),
+                                 api_key=os.environ.get("OPENAI_API_KEY"))
+        except (CallFailed, RequestRefused) as exc:
+            raise InputError("command line", f"the server at {api_base} cannot serve {served}: {exc}",
+                             "--api-base") from None
+        how = "" if model.honours_logit_bias else ", ignores logit_bias: only stops and lengths are enforced"
+        return ModelHandle(description=f"openai/{served} at {api_base} (completions{how})", models=(model,),
+                           count_tokens=_counter(model), close=model.aclose, seeded_sampling=True,
+                           enforces=None if model.honours_logit_bias else ENFORCED_BY_STOPPING,
+                           identity=f"openai/{served} ({identifier})")
 
 
 class LlamaCppBackend:
@@ -110,7 +174,8 @@ class LlamaCppBackend:
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
                                models=models, count_tokens=_counter(models[0]), identity=identity)
         try:
-            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed)
+            # enough sequences for every query the user runs at once (--is-async --client-batch-size)
+            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed, n_seq=settings.concurrency)
         except RuntimeError as exc:  # the embedded model's package is missing
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         name = model.configuration["gguf"]
@@ -118,7 +183,7 @@ class LlamaCppBackend:
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
                            models=(model,), count_tokens=_counter(model), seeded_sampling=True,
-                           identity=identity)
+                           identity=identity, concurrency=model.engine.n_seq)
 
 
 @hookimpl

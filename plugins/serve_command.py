@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lpb_core.hookspecs import hookimpl
+from lpb_plugins.llama_cpp.engine import DEFAULT_SEQUENCES
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME
 
 
@@ -18,8 +19,8 @@ def lpb_register_commands(cli):
     @click.option("--model", "--model-name-or-path", "model", default=EMBEDDED_NAME, show_default=True,
                   help="smollm2 (embedded) or a path to a .gguf file.")
     @click.option("--n-threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: cores - 1).")
-    @click.option("--server-batch-size", "--server_batch_size", type=click.IntRange(1), default=1, show_default=True,
-                  help="Requests LMQL's scheduler groups per round (llama.cpp decodes them one after another).")
+    @click.option("--server-batch-size", "--server_batch_size", type=click.IntRange(1), default=DEFAULT_SEQUENCES,
+                  show_default=True, help="Requests served at once (llama.cpp decodes them together).")
     @click.option("--cpus", default=None, help="Pin the server to these cores, e.g. 0 or 0,1.")
     @click.option("--seed", type=int, default=None, help="Seed of the server's sampler.")
     @click.option("--quiet", is_flag=True, help="No log line per request.")

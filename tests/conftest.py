@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import lpb_plugins.llama_cpp  # noqa: F401  (OpenMP's wait policy, set before any test loads llama.cpp)
 from lpb_core.cli import add_plugin_commands, cli
 
 FIXTURES = Path(__file__).parent / "fixtures"

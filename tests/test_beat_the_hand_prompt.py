@@ -3,8 +3,6 @@ held-out comparisons with those prompts, `lpb eval`, and a separate model that w
 
 import json
 
-import pytest
-
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN, SpyBackend, spies

@@ -19,7 +19,7 @@ pytest.importorskip("llama_cpp")
 
 from lpb_core.daycare import load_day_care  # noqa: E402
 from lpb_plugins.llama_cpp.chat import ChatTemplateError, format_chat, render_chat  # noqa: E402
-from lpb_plugins.llama_cpp.gguf_tokenizer import tokenizer_dir_for  # noqa: E402
+from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_for  # noqa: E402
 from lpb_plugins.llama_cpp.lmql_model import engine_model  # noqa: E402
 from lpb_plugins.llama_cpp.lmql_patches import reserve_role_tag_ids  # noqa: E402
 
@@ -131,7 +131,7 @@ class PromptRecorder:
 def smollm2():
     """An LMQL model with the embedded GGUF's tokenizer and chat template, and a recording engine."""
     recorder = PromptRecorder()
-    return engine_model("lpb-test-recorder:smollm2", recorder, tokenizer_dir_for()), recorder
+    return engine_model("lpb-test-recorder:smollm2", recorder, GGUFTokenizer(tokenizer_dir_for())), recorder
 
 
 def first_prompt(model, code_or_template, **args):

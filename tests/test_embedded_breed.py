@@ -3,6 +3,8 @@
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -102,3 +104,34 @@ def test_the_random_model_can_write_prompts_for_the_embedded_one(built_in):
     assert any("Review:" in text for text in smollm2.seen) and not any("Review:" in text for text in writer.seen)
     assert any("Instruction" in text for text in writer.seen)
     assert not any("Write the new instruction" in text or "Write an instruction" in text for text in smollm2.seen)
+
+
+def strip_timings(value):
+    if isinstance(value, dict):
+        return {k: strip_timings(v) for k, v in value.items() if k not in ("wall_seconds", "llm_seconds")}
+    if isinstance(value, list):
+        return [strip_timings(v) for v in value]
+    return value
+
+
+def test_the_same_seed_gives_the_same_generations_beside_a_busy_neighbour(tmp_path):
+    """The first run decodes its concurrent queries together (the default); the second runs one query at a
+    time, in a context of its own, beside a CPU-bound process.  Every generation file is the same."""
+    def run(name: str, neighbour: bool, **concurrency) -> dict:
+        day_care = tmp_path / name
+        shutil.copytree(REPO / "day_care", day_care, ignore=shutil.ignore_patterns("RUN_*", "DEBUG", "__pycache__"))
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
+        try:
+            breed(BreedSettings(task="sentiment", day_care_dir=day_care, population_size=4, evolution_generations=1,
+                                fitness_batch_size=6, test_split=0.05, seed=5, loggers=(), **concurrency))
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+        folder = day_care / "sentiment" / "RUN_0"
+        return {p.name: strip_timings(json.loads(p.read_text())) for p in sorted(folder.glob("generation_*.json"))}
+
+    idle = run("idle", neighbour=False)
+    busy = run("busy", neighbour=True, is_async=True, client_batch_size=1)
+    assert sorted(idle) == ["generation_000.json", "generation_001.json"]
+    assert busy == idle

@@ -194,9 +194,10 @@ def test_openai_backend_knows_prices_and_needs_a_key(monkeypatch):
     assert backend.accepts("openai/gpt-3.5-turbo-instruct") and not backend.accepts("smollm2")
     assert OPENAI_PRICES["gpt-3.5-turbo-instruct"] == (1.50, 2.00)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # a server of one's own needs no key
     monkeypatch.chdir("/")
     try:
-        backend.open("openai/gpt-3.5-turbo-instruct", None)
+        backend.open("openai/gpt-3.5-turbo-instruct", BreedSettings(task="t", day_care_dir="."))
     except InputError as error:
         assert "OPENAI_API_KEY" in str(error)
     else:

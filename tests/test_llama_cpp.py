@@ -211,7 +211,8 @@ def test_generation_stops_at_eos(model, query):
     assert stats["last_finish_reason"] == "stop"
     assert stats["requests"] > before["requests"]
     n_tokens = len(GGUFTokenizer(model.tokenizer_dir).encode(x))
-    assert 0 < n_tokens < 200, x  # well below the 400-token limit
+    # far below the 400-token limit (with flash attention SmolLM2's greedy answer here is 62 tokens)
+    assert 0 < n_tokens < 100, x
     assert stats["generated"] - before["generated"] < 80
     assert "<|im_end|>" not in x and "<|endoftext|>" not in x
 
@@ -298,20 +299,26 @@ def test_logits_do_not_depend_on_how_the_tokens_before_were_split_into_decode_ca
     logits at a position must not change with that, or neither greedy nor seeded answers are reproducible."""
     import numpy as np
 
-    engine = model.engine
-    ids = engine.llm.tokenize(format_chat(None, "Write one sentence about the sea.").encode() +
-                              b"A world beyond our own, where the depths of the ocean", add_bos=False, special=True)
+    from lpb_plugins.llama_cpp.batch import DecodeBatch, Span
+    from lpb_plugins.llama_cpp.llama_context import LlamaContext
+
+    ids = GGUFTokenizer(model.tokenizer_dir).encode(
+        format_chat(None, "Write one sentence about the sea.") + "A world beyond our own, where the depths of the ocean")
+    context = LlamaContext(embedded_model_path(), n_seq=1, n_ctx=256, n_batch=256, n_threads=1, n_threads_batch=1)
+    batch = DecodeBatch(context, context.n_batch)
 
     def logits_after(chunks):
-        def work():
-            engine.llm.n_tokens = 0
-            for chunk in chunks:
-                engine._eval(chunk)
-            return np.array(engine._logits_view(), copy=True)
-        return engine.run_sync(work)
+        context.clear()
+        start = 0
+        for chunk in chunks:
+            span = Span(0, chunk, start, [len(chunk) - 1])
+            batch.decode([span])
+            start += len(chunk)
+        return np.array(context.logits(span.rows[0]), copy=True)
 
     whole = logits_after([ids])
     one_by_one = logits_after([ids[:10], *[[t] for t in ids[10:]]])
     in_two = logits_after([ids[:len(ids) // 2], ids[len(ids) // 2:]])
     assert np.array_equal(whole, one_by_one) and np.array_equal(whole, in_two)
-    engine.clear_cache()
+    batch.close()
+    context.close()

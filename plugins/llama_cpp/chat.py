@@ -232,11 +232,10 @@ def role_tokenizer(model_identifier: str, tokenizer_impl, chat: ChatFormat):
     return tokenizer
 
 
-def chat_format_for(tokenizer_dir: os.PathLike | str, tokenizer_impl,
-                    chat_template: Optional[str] = None) -> ChatFormat:
-    """The GGUF's chat format: its template (or ``chat_template``) and BOS/EOS texts, as llama-cpp-python
-    passes them to the template."""
-    meta = read_meta(tokenizer_dir)
+def chat_format_for(tokenizer_impl, chat_template: Optional[str] = None) -> ChatFormat:
+    """The model's chat format: its template (or ``chat_template``) and BOS/EOS texts, as llama-cpp-python
+    passes them to the template. ``tokenizer_impl``: a GGUFTokenizer or alike (its ``meta`` tells)."""
+    meta = tokenizer_impl.meta
     template = chat_template if chat_template is not None else meta.get("chat_template")
 
     def text(token_id):

@@ -1,4 +1,4 @@
-"""The llama.cpp engine: one ``llama_cpp.Llama`` per model, driven token by token on its own thread.
+"""The llama.cpp engine: concurrent requests decoded together, several sequences per ``llama_decode`` call.
 
 It does what LMQL's own ``llama.cpp:`` LMTP backend gets wrong on llama-cpp-python 0.3:
 
@@ -8,31 +8,44 @@ It does what LMQL's own ``llama.cpp:`` LMTP backend gets wrong on llama-cpp-pyth
 * LMQL lets ``Llama.generate`` run on to ``max_tokens``.  Here every end-of-generation token of
   the GGUF vocabulary ends the stream at once and is reported as the tokenizer's EOS.
 * LMQL builds ``Llama(logits_all=True)`` and re-stacks all past score rows on every token
-  (quadratic) and reports raw logits as "logprobs".  Here only the last logits row is read (a
-  zero-copy view), and logprobs are a log-softmax of the masked distribution.
-* Tokens are produced by one background thread per model (llama.cpp drops the GIL while
-  decoding), so LMQL's per-token interpreter work overlaps with the next forward pass; requests
-  come from any event loop.
+  (quadratic) and reports raw logits as "logprobs".  Here only the rows that are needed are computed,
+  and logprobs are a log-softmax of the masked distribution.
+
+And it batches: one worker thread drives a llama.cpp context of ``n_seq`` sequences
+(:mod:`~lpb_plugins.llama_cpp.llama_context`).  Every request (from any event loop or thread) is placed
+in a free sequence that already holds as much of its prompt as possible
+(:mod:`~lpb_plugins.llama_cpp.kv_cache`); then each step decodes, in one call, the next tokens of every
+running request: prompt suffixes of new ones, the last sampled token of the others
+(:mod:`~lpb_plugins.llama_cpp.batch`).  Tokens are chosen per sequence (:mod:`~lpb_plugins.llama_cpp.sampling`);
+a seeded request draws each token from (seed, position).  A sequence's logits do not depend on what it
+is batched with, so a request gives the same tokens alone or beside others, whenever it runs.
+The worker blocks while there is nothing to do, and llama.cpp drops the GIL while decoding, so LMQL's
+interpreter work for one step overlaps the next forward pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import pathlib
 import queue
 import sys
 import threading
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["MIN_TOKENS_BEFORE_PREEMPT", "IGNORED_DECODER_OPTIONS", "usable_cores", "LlamaEngine"]
+from lpb_plugins.llama_cpp import sampling
+from lpb_plugins.llama_cpp.batch import Span
+from lpb_plugins.llama_cpp.kv_cache import SequenceCache
 
-# Number of tokens a generation must have produced before a newer request may pre-empt it (keeps
-# several interleaved streams from thrashing the single KV cache while still dropping useless
-# speculation quickly).  The engine pre-empts for any waiting request; the LMTP server only for a
-# request that continues the same sequence (see lmtp_server.py).
+__all__ = ["DEFAULT_SEQUENCES", "MIN_TOKENS_BEFORE_PREEMPT", "IGNORED_DECODER_OPTIONS", "LlamaEngine"]
+
+# Sequences decoded together by default, and so the queries lpb runs at once in-process (measured with
+# benchmarks/bench_throughput.py).
+DEFAULT_SEQUENCES = 8
+
+# Tokens a generation must have produced before a request that continues its sequence ends it (the
+# request's mask or variable changed, so the rest of the speculative chunk is useless).  The LMTP server
+# uses the same rule for requests waiting in its own queue (see lmtp_server.py).
 MIN_TOKENS_BEFORE_PREEMPT = 4
 
 # Decoder options LMQL may pass that the engine's sampler does not implement (ignored, with a warning).
@@ -42,22 +55,12 @@ IGNORED_DECODER_OPTIONS = ("repetition_penalty", "presence_penalty", "frequency_
 _GIL_SWITCH_INTERVAL = 0.001
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class _Job:
-    """One request, executed by the worker thread.
+    """One request.  Results go to ``sink(item) -> bool`` (False: consumer gone); for async callers the
+    sink forwards to an ``asyncio.Queue`` of the caller's loop.  The rest is the worker's bookkeeping."""
 
-    Results go to ``sink(item) -> bool`` (False: consumer gone).  For async
-    callers the sink forwards to an ``asyncio.Queue`` of the caller's loop.
-    """
-
-    __slots__ = ("kind", "args", "sink", "queue", "cancelled", "produced")
+    __slots__ = ("kind", "args", "sink", "queue", "cancelled", "produced", "seq", "pending", "position",
+                 "first_output", "bias", "eos_allowed", "scores")
 
     def __init__(self, kind, args, sink=None):
         self.kind = kind
@@ -76,6 +79,13 @@ class _Job:
                 except RuntimeError:  # the consumer's event loop is closed
                     return False
         self.sink = sink
+        self.seq: Optional[int] = None
+        self.pending: List[int] = []  # tokens to decode next, from `position` on
+        self.position = 0
+        self.first_output = 0  # first position whose logits are wanted
+        self.bias = None
+        self.eos_allowed = True
+        self.scores: List[float] = []
 
     def emit(self, item) -> bool:
         if self.sink(item):
@@ -88,220 +98,225 @@ _END = object()
 
 
 class LlamaEngine:
-    """Owns one ``llama_cpp.Llama`` and serialises all work on it.
+    """Decodes all requests on one thread, in a context of several sequences.
 
-    All model calls run on a single daemon thread; requests come from any
-    asyncio loop (results are delivered with ``call_soon_threadsafe`` to the
-    loop that issued them), so the engine is not bound to one event loop.
+    ``context`` is a :class:`~lpb_plugins.llama_cpp.llama_context.LlamaContext` (or anything with its
+    interface); the engine owns it from now on.  Requests come from any asyncio loop (results are delivered
+    with ``call_soon_threadsafe`` to the loop that issued them) or thread, so the engine is not bound to one
+    event loop.  ``n_threads`` decode steps of single tokens, ``n_threads_batch`` steps with prompts.
     """
 
-    def __init__(self, gguf_path: pathlib.Path, *, n_threads: int, n_ctx: int, n_batch: int = 512,
-                 seed: Optional[int] = None):
-        import llama_cpp
-        from llama_cpp import Llama
-
-        self._llama_cpp = llama_cpp
-        self.gguf_path = pathlib.Path(gguf_path)
+    def __init__(self, context, *, n_threads: int, n_threads_batch: Optional[int] = None, seed: Optional[int] = None):
+        self.context = context
+        self.gguf_path = getattr(context, "gguf_path", None)
         self.n_threads = n_threads
-        # logits_all=False: only the last row of logits is computed/copied
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=min(n_batch, n_ctx),
-                         # prompt evaluation happens while the interpreter waits
-                         # for the first token, so it may use every core
-                         n_threads=n_threads, n_threads_batch=max(n_threads, usable_cores()),
-                         # Flash attention makes a position's logits the same however the tokens before
-                         # it were split into decode calls (without it, evaluating a suffix token by token
-                         # or in one batch differs by up to 0.8 in the logits): what seeded sampling,
-                         # prefix reuse and pre-emption need to be reproducible.
-                         flash_attn=True,
-                         logits_all=False, verbose=False)
-        self.n_vocab = self.llm.n_vocab()
-        self.n_ctx = self.llm.n_ctx()
-        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.eog_ids = frozenset(i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i))
-        self.eos_id = int(self.llm.token_eos())
+        self.n_threads_batch = n_threads_batch or n_threads
+        self.n_seq = context.n_seq
+        self.n_vocab = context.n_vocab
+        self.n_ctx = context.n_ctx  # of each sequence
+        self.eog_ids = context.eog_ids
+        self.eos_id = context.eos_id
         self._rng = np.random.default_rng(seed)
-        # logits of the last position in the KV cache (copy), if still valid
-        self._tail_logits: Optional[np.ndarray] = None
+        self._cache = SequenceCache(context, context.n_seq)
 
-        # The worker needs the GIL once per token (after llama_decode returns)
-        # while the interpreter thread may hold it; with the default 5 ms
-        # switch interval that wait is a large part of a 7 ms token.
+        # The worker needs the GIL once per step (after llama_decode returns) while the interpreter
+        # thread may hold it; with the default 5 ms switch interval that wait is a large part of a step.
         if sys.getswitchinterval() > _GIL_SWITCH_INTERVAL:
             sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
 
         self._jobs: "queue.Queue[_Job]" = queue.Queue()
+        self._waiting: List[_Job] = []  # admitted in order, not yet placed (every sequence busy)
+        self._running: List[_Job] = []
+        # statistics (read by tests/benchmarks)
+        self.stats = {"requests": 0, "generated": 0, "evaluated": 0, "last_finish_reason": None,
+                      "last_generated": 0, "preempted": 0, "decode_calls": 0, "copied_tokens": 0,
+                      "reused_tokens": 0, "most_sequences_in_a_call": 0}
         self._worker = threading.Thread(target=self._work, name="lpb-llama-cpp", daemon=True)
         self._worker.start()
 
-        # statistics (read by tests/benchmarks)
-        self.stats = {"requests": 0, "generated": 0, "evaluated": 0, "last_finish_reason": None,
-                      "last_generated": 0, "preempted": 0}
-
-    # ---------------- llama.cpp primitives (worker thread only) ------------
-    def _logits_view(self) -> np.ndarray:
-        ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def _eval(self, tokens: Sequence[int]) -> None:
-        if len(tokens) + self.llm.n_tokens > self.n_ctx:
-            raise ValueError(f"context overflow: {self.llm.n_tokens + len(tokens)} tokens > n_ctx={self.n_ctx}; "
-                             "pass a larger n_ctx to load_model()")
-        self.llm.eval(tokens)
-        self.stats["evaluated"] += len(tokens)
-        self._tail_logits = None
-
-    def _prepare(self, ids: Sequence[int]) -> np.ndarray:
-        """Make the KV cache hold exactly ``ids``; return the next-token logits.
-
-        Reuses the longest common prefix with what is already in the cache,
-        so follow-up requests of a growing sequence only evaluate new tokens.
-        """
-        if len(ids) == 0:
-            raise ValueError("cannot generate from an empty prompt (the model has no BOS)")
-        ids_arr = np.asarray(ids, dtype=np.intc)
-        n_cached = self.llm.n_tokens
-        n = min(n_cached, len(ids_arr))
-        diff = np.flatnonzero(self.llm.input_ids[:n] != ids_arr[:n])
-        k = int(diff[0]) if len(diff) else n
-        if k == len(ids_arr) == n_cached and self._tail_logits is not None:
-            return self._tail_logits
-        if k == len(ids_arr):
-            k -= 1  # re-run the last token to get its logits
-        self.llm.n_tokens = k  # Llama.eval drops the KV cells from n_tokens on
-        self._eval(ids_arr[k:].tolist())
-        return self._logits_view()
-
-    @staticmethod
-    def _bias_from_mask(mask, n_vocab) -> Optional[np.ndarray]:
-        """LMQL logits mask (0 = allowed, float32.min = banned; or id list) -> additive bias."""
-        if mask is None:
-            return None
-        if isinstance(mask, (int, np.integer)) or (np.isscalar(mask)):
-            allowed = np.zeros(n_vocab, dtype=bool)
-            allowed[int(mask)] = True
-        elif isinstance(mask, list):
-            allowed = np.zeros(n_vocab, dtype=bool)
-            allowed[np.asarray(mask, dtype=np.int64)] = True
-        else:
-            m = np.asarray(mask)
-            if m.dtype == bool:
-                allowed = m
-            else:
-                allowed = m > -1e20
-            if len(allowed) < n_vocab:
-                allowed = np.concatenate([allowed, np.zeros(n_vocab - len(allowed), dtype=bool)])
-            allowed = allowed[:n_vocab]
-        if allowed.all():
-            return None
-        bias = np.zeros(n_vocab, dtype=np.float32)
-        bias[~allowed] = -np.inf
-        return bias
-
-    def _choose(self, scores: np.ndarray, temperature: float, top_k: int, top_p: float,
-                seed: Optional[int] = None, position: int = 0) -> int:
-        """Argmax, or a sample. With ``seed``, the draw depends only on (seed, position): however requests are
-        pre-empted or interleaved, the token sampled at a position is the same."""
-        if temperature <= 0.0:
-            return int(np.argmax(scores))
-        z = scores.astype(np.float64) / temperature
-        if top_k and 0 < top_k < len(z):
-            kth = np.partition(z, -top_k)[-top_k]
-            z = np.where(z < kth, -np.inf, z)
-        p = np.exp(z - z.max())
-        if top_p is not None and top_p < 1.0:
-            order = np.argsort(-p)
-            c = np.cumsum(p[order])
-            cut = int(np.searchsorted(c, top_p * c[-1])) + 1
-            keep = np.zeros_like(p, dtype=bool)
-            keep[order[:cut]] = True
-            p = np.where(keep, p, 0.0)
-        c = np.cumsum(p)
-        draw = self._rng.random() if seed is None else np.random.default_rng((seed, position)).random()
-        return int(min(np.searchsorted(c, draw * c[-1], side="right"), len(c) - 1))
-
-    def _generate(self, job: _Job) -> Iterator[dict]:
-        a = job.args
-        ids, max_tokens = list(a["ids"]), int(a["max_tokens"])
-        temperature = float(a.get("temperature") or 0.0)
-        top_k = int(a.get("top_k") or 0)
-        top_p = float(a.get("top_p") or 1.0)
-        n_top = int(a.get("top_logprobs") or 1)
-        seed = a.get("seed")
-        bias = self._bias_from_mask(a.get("mask"), self.n_vocab)
-        eos_allowed = bias is None or bias[self.eos_id] == 0
-        self.stats["requests"] += 1
-
-        logits = self._prepare(ids)
-        for i in range(max_tokens):
-            scores = logits + bias if bias is not None else logits
-            token = self._choose(scores, temperature, top_k, top_p, seed, len(ids) + i)
-            # log-softmax of the (masked) distribution: only what is needed
-            mx = float(scores.max())
-            lse = mx + float(np.log(np.sum(np.exp(scores - mx))))
-            logprob = float(scores[token]) - lse
-            top = {token: logprob}
-            if n_top > 1:
-                idx = np.argpartition(-scores, n_top)[:n_top]
-                top.update({int(t): float(scores[t]) - lse for t in idx if np.isfinite(scores[t])})
-            finish = None
-            if token in self.eog_ids:
-                # any end-of-generation token (<|endoftext|>, <|im_end|>, ...) ends the
-                # variable; LMQL only recognises the tokenizer's EOS id
-                if eos_allowed:
-                    token = self.eos_id
-                finish = "stop"
-            elif i + 1 >= max_tokens:
-                finish = "length"
-            yield {"token": token, "logprob": logprob, "top_logprobs": top, "finish_reason": finish}
-            job.produced += 1
-            self.stats["generated"] += 1
-            if finish is not None:
-                self.stats["last_finish_reason"] = finish
-                self.stats["last_generated"] = job.produced
-                return
-            if job.cancelled.is_set():
-                return
-            if job.produced >= MIN_TOKENS_BEFORE_PREEMPT and not self._jobs.empty():
-                # a newer request waits: the rest of this speculative chunk is
-                # likely useless (mask changed / variable ended)
-                self.stats["preempted"] += 1
-                return
-            self._eval([token])
-            logits = self._logits_view()
-
-    def _score(self, job: _Job) -> List[float]:
-        prompt, scored = list(job.args["prompt"]), list(job.args["scored"])
-        if not scored:
-            return []
-        logits = self._prepare(prompt)
-        out = []
-        for j, t in enumerate(scored):
-            mx = float(logits.max())
-            lse = mx + float(np.log(np.sum(np.exp(logits - mx))))
-            out.append(float(logits[t]) - lse)
-            if j + 1 < len(scored):
-                self._eval([t])
-                logits = self._logits_view()
-        return out
-
+    # ---------------- worker thread ----------------
     def _work(self):
         while True:
-            job = self._jobs.get()
-            if job.cancelled.is_set():
+            # block (no spinning) while there is nothing to decode
+            self._admit(self._jobs.get() if not (self._running or self._waiting) else None)
+            while True:
+                try:
+                    self._admit(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._drop_cancelled()
+            self._place_waiting()
+            if self._running:
+                self._step()
+
+    def _admit(self, job: Optional[_Job]) -> None:
+        if job is None or job.cancelled.is_set():
+            return
+        if job.kind == "call":
+            try:
+                result = job.args["fn"]()
+            except BaseException as e:  # report to the caller
+                result = e
+            job.emit(result)
+            job.emit(_END)
+            return
+        try:
+            self._prepare(job)
+        except BaseException as e:
+            self._finish(job, e)
+            return
+        self._preempt_superseded(job)
+        self._waiting.append(job)
+
+    def _prepare(self, job: _Job) -> None:
+        a = job.args
+        if job.kind == "generate":
+            ids = list(a["ids"])
+            if not ids:
+                raise ValueError("cannot generate from an empty prompt (the model has no BOS)")
+            job.bias = sampling.bias_from_mask(a.get("mask"), self.n_vocab)
+            job.eos_allowed = job.bias is None or job.bias[self.eos_id] == 0
+            job.first_output = len(ids) - 1
+            self.stats["requests"] += 1
+        else:  # score: logits at the last prompt token and every scored token but the last
+            if not a["prompt"]:
+                raise ValueError("cannot score after an empty prompt (the model has no BOS)")
+            ids = list(a["prompt"]) + list(a["scored"])[:-1]
+            job.first_output = len(a["prompt"]) - 1
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"context overflow: {len(ids)} tokens > n_ctx={self.n_ctx}; "
+                             "pass a larger n_ctx to load_model()")
+        a["ids"] = ids
+
+    def _preempt_superseded(self, job: _Job) -> None:
+        """A generate request that continues a running generation's sequence replaces it: LMQL has moved on."""
+        if job.kind != "generate":
+            return
+        ids = job.args["ids"]
+        for other in self._running:
+            if other.kind != "generate" or other.produced < MIN_TOKENS_BEFORE_PREEMPT:
                 continue
+            prompt = other.args["ids"]
+            if len(ids) > len(prompt) and ids[:len(prompt)] == prompt:
+                other.cancelled.set()
+                self.stats["preempted"] += 1
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._running if j.cancelled.is_set()]:
+            self._finish(job)
+        self._waiting = [j for j in self._waiting if not j.cancelled.is_set()]
+
+    def _place_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for job in waiting:
+            ids = job.args["ids"]
+            placed = self._cache.place(ids, minimum_fresh=len(ids) - job.first_output) if self._cache.free() else None
+            if placed is None:  # every sequence busy, or a prefix to copy is being decoded
+                self._waiting.append(job)
+                continue
+            job.seq, start, copied_from = placed
+            job.pending, job.position = ids[start:], start
+            self.stats["reused_tokens" if copied_from is None else "copied_tokens"] += start
+            self._running.append(job)
+
+    def _step(self) -> None:
+        """One decode call: the next tokens of every running job, up to the batch's capacity."""
+        room = self.context.n_batch
+        spans, fed = [], []
+        # running generations (one token each) first, then prompts in arrival order
+        for job in sorted(self._running, key=lambda j: len(j.pending) > 1):
+            if room == 0:
+                break
+            tokens = job.pending[:room]
+            if job.position + len(tokens) > self.n_ctx:
+                self._finish(job, ValueError(f"context overflow: {job.position + len(tokens)} tokens > "
+                                             f"n_ctx={self.n_ctx}; pass a larger n_ctx to load_model()"))
+                continue
+            end = job.position + len(tokens)
+            outputs = [p - job.position for p in range(max(job.position, job.first_output), end)]
+            if job.kind == "generate":
+                outputs = outputs[-1:] if end == job.position + len(job.pending) else []
+            spans.append(Span(job.seq, tokens, job.position, outputs))
+            fed.append(job)
+            room -= len(tokens)
+        if not spans:
+            return
+        # llama.cpp picks n_threads for a call of one token, n_threads_batch for more; ours is by the kind of step
+        threads = self.n_threads if all(len(s.tokens) == 1 for s in spans) else self.n_threads_batch
+        self.context.set_threads(threads, threads)
+        try:
+            self.context.decode(spans)
+        except BaseException as e:
+            for job in fed:
+                self._finish(job, e)
+            return
+        finally:
+            self._cache.step_done()
+        self.stats["decode_calls"] += 1
+        self.stats["evaluated"] += sum(len(s.tokens) for s in spans)
+        self.stats["most_sequences_in_a_call"] = max(self.stats["most_sequences_in_a_call"], len(spans))
+        for job, span in zip(fed, spans):
+            self._cache.decoded(job.seq, span.tokens)
+            job.position += len(span.tokens)
+            job.pending = job.pending[len(span.tokens):]
             try:
                 if job.kind == "generate":
-                    for item in self._generate(job):
-                        if not job.emit(item):
-                            break
-                elif job.kind == "score":
-                    job.emit(self._score(job))
-                elif job.kind == "call":
-                    job.emit(job.args["fn"]())
-            except BaseException as e:  # report to the awaiting coroutine
-                self._tail_logits = None
-                job.emit(e)
-            job.emit(_END)
+                    if span.rows:
+                        self._next_token(job, self.context.logits(span.rows[-1]))
+                else:
+                    self._scored(job, span)
+            except BaseException as e:
+                self._finish(job, e)
+
+    def _next_token(self, job: _Job, logits: np.ndarray) -> None:
+        a = job.args
+        temperature = float(a.get("temperature") or 0.0)
+        scores = logits + job.bias if job.bias is not None else logits
+        seed, position = a.get("seed"), job.position
+        draw = self._rng.random if seed is None else (lambda: sampling.seeded_draw(seed, position))
+        token = sampling.choose(scores, temperature, int(a.get("top_k") or 0), float(a.get("top_p") or 1.0), draw)
+        logprob, top = sampling.logprobs(scores, token, int(a.get("top_logprobs") or 1))
+        finish = None
+        if token in self.eog_ids:
+            # any end-of-generation token (<|endoftext|>, <|im_end|>, ...) ends the variable;
+            # LMQL only recognises the tokenizer's EOS id
+            if job.eos_allowed:
+                token = self.eos_id
+            finish = "stop"
+        elif job.produced + 1 >= int(a["max_tokens"]):
+            finish = "length"
+        job.produced += 1
+        self.stats["generated"] += 1
+        if not job.emit({"token": token, "logprob": logprob, "top_logprobs": top, "finish_reason": finish}):
+            self._finish(job)
+        elif finish is not None:
+            self.stats["last_finish_reason"] = finish
+            self.stats["last_generated"] = job.produced
+            self._finish(job)
+        else:
+            job.pending = [token]
+
+    def _scored(self, job: _Job, span: Span) -> None:
+        scored = job.args["scored"]
+        for row, offset in zip(span.rows, span.outputs):
+            at = span.start + offset - job.first_output  # index of the scored token these logits predict
+            job.scores.append(sampling.log_softmax_at(self.context.logits(row), scored[at]))
+        if not job.pending:
+            job.emit(job.scores)
+            self._finish(job)
+
+    def _finish(self, job: _Job, error: Optional[BaseException] = None) -> None:
+        if job in self._running:
+            self._running.remove(job)
+            self._cache.release(job.seq)
+        if error is not None:
+            job.emit(error)
+        job.emit(_END)
+        job.cancelled.set()
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """Threads for decode steps of single tokens and for steps with prompts, from the next step on."""
+        self.n_threads, self.n_threads_batch = int(n_threads), int(n_threads_batch)
 
     # ---------------- async API (any event loop) ----------------------------
     def _submit(self, kind, **args) -> _Job:
@@ -339,18 +354,18 @@ class LlamaEngine:
             job.cancelled.set()
 
     async def score(self, prompt, scored) -> List[float]:
+        """Logprobs of the ``scored`` tokens following ``prompt``."""
+        if not scored:
+            return []
         return await self._single("score", prompt=prompt, scored=scored)
 
     async def run(self, fn):
-        """Run ``fn()`` on the engine thread (exclusive access to ``self.llm``)."""
+        """Run ``fn()`` on the engine thread, between decode calls (exclusive access to the context)."""
         return await self._single("call", fn=fn)
 
     def clear_cache(self) -> None:
-        """Forget the KV-cache prefix (next request re-evaluates its whole prompt)."""
-        def clear():
-            self.llm.n_tokens = 0
-            self._tail_logits = None
-        self.run_sync(clear)
+        """Forget the KV-cache prefixes kept for reuse (the next request re-evaluates its whole prompt)."""
+        self.run_sync(self._cache.forget_free)
 
     def run_sync(self, fn):
         """Blocking variant of :meth:`run` for code outside an event loop."""

@@ -132,8 +132,11 @@ class GGUFTokenizer:
     def _load(self):
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
-        meta = read_meta(self.tokenizer_dir)
+        self._setup(Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json")), read_meta(self.tokenizer_dir))
+
+    def _setup(self, tok, meta: Dict[str, Any]) -> None:
+        """Ready to tokenize with ``tok`` (a ``tokenizers.Tokenizer``) as ``meta`` says (lpb_gguf_meta.json's keys)."""
+        self._tok = tok
         self.meta = meta
         self._vocab = self._tok.get_vocab(with_added_tokens=True)
         self._eos = meta["eos_token_id"]

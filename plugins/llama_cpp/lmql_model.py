@@ -34,8 +34,10 @@ import numpy as np
 
 from lpb_core.llm import SAMPLE_SEED_ARG
 from lpb_plugins.llama_cpp.chat import ChatFormat, chat_format_for, format_chat, role_tokenizer
-from lpb_plugins.llama_cpp.engine import IGNORED_DECODER_OPTIONS, LlamaEngine, usable_cores
+from lpb_plugins.llama_cpp.cpu import default_threads
+from lpb_plugins.llama_cpp.engine import DEFAULT_SEQUENCES, IGNORED_DECODER_OPTIONS, LlamaEngine
 from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_for
+from lpb_plugins.llama_cpp.llama_context import LlamaContext
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, embedded_model_path
 
@@ -49,15 +51,8 @@ DEFAULT_CHUNKSIZE = 64
 
 
 def default_n_threads() -> int:
-    """Default llama.cpp decode thread count: all usable cores but one.
-
-    The engine decodes on its own thread while LMQL's interpreter (pure
-    Python, ~0.6-4 ms per token) runs on the event-loop thread.  Measured on
-    the 2-core target (benchmarks/README.md): n_threads=1 gives ~0.9-1.0x raw
-    llama.cpp speed through LMQL, n_threads=2 collapses (the OpenMP barrier
-    spins while the Python thread holds the second core).
-    """
-    return max(1, usable_cores() - 1)
+    """Default llama.cpp thread count for decoding (see :func:`lpb_plugins.llama_cpp.cpu.default_threads`)."""
+    return default_threads()[0]
 
 
 def _make_dcmodel_class():
@@ -88,8 +83,11 @@ def _make_dcmodel_class():
             pass
 
         async def model_info(self):
+            if hasattr(self.engine, "describe"):  # an engine over HTTP (openai_engine)
+                return {"model_identifier": self.model_identifier, **self.engine.describe()}
             return {"model_identifier": self.model_identifier, "model_type": "llama.cpp (lpb adapter)",
-                    "gguf": str(self.engine.gguf_path), "n_threads": self.engine.n_threads}
+                    "gguf": str(self.engine.gguf_path), "n_threads": self.engine.n_threads,
+                    "n_seq": self.engine.n_seq}
 
         def _ids(self, s_ids) -> List[int]:
             # the tokenizer (chat.role_tokenizer) renders role tags with the chat template here
@@ -167,7 +165,10 @@ def _make_dcmodel_class():
 _dcmodel_cls = None
 
 
-def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.Path, chat_template: Optional[str]):
+def _make_adapter(identifier: str, engine, tokenizer_impl, chat: ChatFormat):
+    """An LMQL model adapter whose queries run on ``engine`` (LlamaEngine, or anything with its
+    ``generate``/``score``/``n_ctx``), tokenized by ``tokenizer_impl`` (a GGUFTokenizer or alike), role tags
+    rendered with ``chat``."""
     from lmql.api.llm import ModelAPIAdapter
 
     global _dcmodel_cls
@@ -182,9 +183,8 @@ def _make_adapter(identifier: str, engine: LlamaEngine, tokenizer_dir: pathlib.P
             self.decoder_args: Dict[str, Any] = {}
             self.num_queries = 0
             self.chunk_size = DEFAULT_CHUNKSIZE
-            impl = GGUFTokenizer(tokenizer_dir, identifier)
-            self.chat: ChatFormat = chat_format_for(tokenizer_dir, impl, chat_template)
-            self._tokenizer = role_tokenizer(identifier, impl, self.chat)
+            self.chat = chat
+            self._tokenizer = role_tokenizer(identifier, tokenizer_impl, chat)
 
         def __str__(self):
             return f"<LlamaCppAdapter {identifier}>"
@@ -218,7 +218,8 @@ _models_lock = threading.Lock()
 
 def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optional[int] = None,
                n_ctx: int = 2048, chat_template: Optional[str] = None, n_batch: int = 512,
-               seed: Optional[int] = None, fast_lmql_ops: bool = True):
+               seed: Optional[int] = None, fast_lmql_ops: bool = True, n_seq: Optional[int] = None,
+               n_threads_batch: Optional[int] = None):
     """An ``lmql.LLM`` running the GGUF in-process with llama.cpp.
 
     Pass it as ``model=`` to any LMQL query function::
@@ -228,8 +229,12 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         res = await query_fn(..., model=m, decoder="sample", temperature=0.7)
 
     * ``gguf_path=None`` uses :func:`embedded_model_path` (SmolLM2-135M-Instruct).
-    * ``n_threads=None`` uses :func:`default_n_threads` (all usable cores but one).
-    * One instance per (path, n_threads, n_ctx, n_batch, seed, chat_template)
+    * ``n_threads``/``n_threads_batch``: llama.cpp threads for decode steps of single tokens and for
+      steps with prompts; None: :func:`lpb_plugins.llama_cpp.cpu.default_threads`.
+    * ``n_seq``: sequences decoded together (concurrent queries beyond that wait for a free one);
+      None: ``DEFAULT_SEQUENCES``.  ``n_ctx`` is each sequence's context (the KV cache holds
+      ``n_seq * n_ctx`` tokens).
+    * One instance per (path, threads, n_ctx, n_batch, n_seq, seed, chat_template)
       per process: calling again returns the same object (and llama.cpp
       context).  ``chat_template=None`` means the GGUF's own template, ``""``
       none (role tags get the plain rendering of :mod:`lpb_plugins.llama_cpp.chat`).
@@ -238,8 +243,8 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
       and ``chunksize`` (speculative tokens per engine request, default 64).
     * Event loops: the model is not bound to a loop.  All llama.cpp work runs
       on one background thread per model; each request delivers its tokens
-      to the loop that made it.  Concurrent queries are serialised on that
-      thread.  A long-lived loop is still the cheapest way to run many queries.
+      to the loop that made it.  Concurrent queries are decoded together on
+      that thread.  A long-lived loop is still the cheapest way to run many queries.
 
     * ``fast_lmql_ops`` installs :func:`install_fast_token_set_eq` (a
       result-identical, process-wide speed-up of LMQL's constraint evaluation).
@@ -253,38 +258,46 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
     path = path.resolve()
     if not path.exists():
         raise FileNotFoundError(path)
-    n_threads = int(n_threads) if n_threads else default_n_threads()
-    key = (str(path), n_threads, int(n_ctx), int(n_batch), seed, chat_template)
+    decode_threads, prompt_threads = default_threads()
+    n_threads = int(n_threads) if n_threads else decode_threads
+    n_threads_batch = int(n_threads_batch) if n_threads_batch else max(n_threads, prompt_threads)
+    n_seq = int(n_seq) if n_seq else DEFAULT_SEQUENCES
+    key = (str(path), n_threads, n_threads_batch, int(n_ctx), int(n_batch), n_seq, seed, chat_template)
     with _models_lock:
         m = _models.get(key)
         if m is not None:
             return m
         tok_dir = tokenizer_dir_for(path)
-        engine = LlamaEngine(path, n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed)
+        context = LlamaContext(path, n_seq=n_seq, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
+                               n_threads_batch=n_threads_batch)
+        engine = LlamaEngine(context, n_threads=n_threads, n_threads_batch=n_threads_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
-        m = engine_model(identifier, engine, tok_dir, chat_template=chat_template,
-                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx})
+        m = engine_model(identifier, engine, GGUFTokenizer(tok_dir, identifier), chat_template=chat_template,
+                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx, "n_seq": n_seq})
         _models[key] = m
         return m
 
 
-def engine_model(identifier: str, engine, tokenizer_dir: pathlib.Path, *, chat_template: Optional[str] = None,
+def engine_model(identifier: str, engine, tokenizer_impl, *, chat_template: Optional[str] = None,
                  configuration: Optional[dict] = None):
     """An ``lmql.LLM`` whose queries run on ``engine`` (a :class:`LlamaEngine` or anything with its
-    ``generate``/``score``/``n_ctx`` interface), with the GGUF tokenizer in ``tokenizer_dir``.
+    ``generate``/``score``/``n_ctx`` interface, e.g. ``openai_engine.CompletionsEngine``), tokenized by
+    ``tokenizer_impl`` (a :class:`GGUFTokenizer` or alike, with ``.meta`` and ``.tokenizer_dir``).
 
-    Role tags in its queries are rendered with ``chat_template`` (None: the GGUF's own).  The object
+    Role tags in its queries are rendered with ``chat_template`` (None: the tokenizer's own).  The object
     carries ``.engine``, ``.tokenizer_dir``, ``.chat`` (its :class:`ChatFormat`) and
     ``.format_chat(system, user)``.
     """
     import lmql
 
-    adapter = _make_adapter(identifier, engine, tokenizer_dir, chat_template)
+    install_fast_token_set_eq()
+    chat = chat_format_for(tokenizer_impl, chat_template)
+    adapter = _make_adapter(identifier, engine, tokenizer_impl, chat)
     keep_role_tags(identifier, adapter.get_tokenizer())
     m = lmql.LLM(identifier, adapter=adapter, configuration=configuration or {})
     m.engine = engine
-    m.tokenizer_dir = tokenizer_dir
-    m.chat = adapter.chat
+    m.tokenizer_dir = tokenizer_impl.tokenizer_dir
+    m.chat = chat
     m.format_chat = lambda system, user, add_generation_prompt=True: format_chat(
-        system, user, chat_template=adapter.chat.template or "", add_generation_prompt=add_generation_prompt)
+        system, user, chat_template=chat.template or "", add_generation_prompt=add_generation_prompt)
     return m

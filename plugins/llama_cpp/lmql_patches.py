@@ -110,3 +110,34 @@ def reserve_role_tag_ids(tokenizer) -> None:
     reverse = lmql_tokenizer.reverse_special_token_mappings
     reverse.clear()
     reverse.update({i: name for name, i in ids.items()})
+
+
+# LMQL 0.7.3 decides which models are chat models from a hard-coded list (lmql.models.model_info):
+# gpt-4 and gpt-3.5-turbo, so gpt-4o-mini would be sent to /v1/completions. Modules import the function
+# by name, so each of them gets the wrapper.
+_MODEL_INFO_USERS = ("lmql.models.model_info", "lmql.runtime.interpreter", "lmql.ops.ops",
+                     "lmql.runtime.bopenai.openai_api", "lmql.runtime.bopenai.batched_openai",
+                     "lmql.runtime.openai_integration")
+_chat_models: set = set()
+
+
+def mark_chat_model(name: str) -> None:
+    """Make LMQL treat ``openai/<name>`` (and ``<name>``, as its OpenAI client names it) as a chat model."""
+    import importlib
+
+    from lmql.models.model_info import ModelInfo
+
+    _chat_models.update({name, "openai/" + name.removeprefix("openai/"), name.removeprefix("openai/")})
+    for module_name in _MODEL_INFO_USERS:
+        module = importlib.import_module(module_name)
+        original = module.model_info
+        if getattr(original, "lpb_chat_models", False):
+            continue
+
+        def model_info(identifier, _original=original):
+            if isinstance(identifier, str) and identifier in _chat_models:
+                return ModelInfo(is_chat_model=True)
+            return _original(identifier)
+
+        model_info.lpb_chat_models = True
+        module.model_info = model_info

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 from lmql.models.lmtp.backends.lmtp_model import LMTPModel, LMTPModelResult
 
-from lpb_plugins.llama_cpp.engine import IGNORED_DECODER_OPTIONS, LlamaEngine
+from lpb_plugins.llama_cpp.engine import DEFAULT_SEQUENCES, IGNORED_DECODER_OPTIONS, LlamaEngine
 from lpb_plugins.llama_cpp.gguf_tokenizer import model_identifier
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, resolve_gguf
@@ -76,10 +76,9 @@ class LlamaCppLMTPModel(LMTPModel):
     ``LMTPModel.load("lpb-llama.cpp:<fingerprint>", gguf=PATH)``; further keyword arguments:
     ``n_threads``, ``seed``, ``n_ctx``, ``max_batch_size``.
 
-    llama.cpp (as driven by the engine) decodes one sequence at a time with one KV cache.
-    ``max_batch_size`` is what LMQL's scheduler uses to group queued requests (``lpb serve
-    --server-batch-size``); the rows of a group are then generated one after another, so it
-    changes scheduling, not throughput.
+    ``max_batch_size`` (``lpb serve --server-batch-size``) is how many requests the server serves at
+    once; the engine decodes them together and has at least that many sequences.  LMQL's own batch
+    interface (:meth:`generate`) still generates the rows of a batch one after another.
     """
 
     def __init__(self, model_name: str = BACKEND_NAME, gguf: Optional[str] = None, n_threads: Optional[int] = None,
@@ -90,11 +89,12 @@ class LlamaCppLMTPModel(LMTPModel):
         unknown = set(kwargs) - {"verbose"}
         if unknown:
             warnings.warn(f"{BACKEND_NAME}: ignoring model arguments {sorted(unknown)}")
-        self.llm = load_model(path, n_threads=n_threads, seed=seed, n_ctx=n_ctx)
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.llm = load_model(path, n_threads=n_threads, seed=seed, n_ctx=n_ctx,
+                              n_seq=max(DEFAULT_SEQUENCES, self.max_batch_size))
         self.engine: LlamaEngine = self.llm.engine
         self.gguf_path = path
         self.model_identifier = model_identifier(path)
-        self.max_batch_size = max(1, int(max_batch_size))
         self.n_vocab = self.engine.n_vocab
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()

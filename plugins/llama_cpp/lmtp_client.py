@@ -39,7 +39,7 @@ def _client_tokenizer(identifier: str, gguf_path: pathlib.Path):
         if tok is None:
             tok_dir = tokenizer_dir_for(gguf_path)
             impl = GGUFTokenizer(tok_dir, identifier)
-            tok = role_tokenizer(identifier, impl, chat_format_for(tok_dir, impl))
+            tok = role_tokenizer(identifier, impl, chat_format_for(impl))
             _client_tokenizers[cache_id] = tok
         lmql_tokenizer.runtime_tokenizers[cache_id] = tok
     return tok

@@ -1,11 +1,11 @@
 """The LMTP server: LMQL's own websocket server pieces, serving :class:`LlamaCppLMTPModel`.
 
 :func:`serve` (blocking; ``lpb serve`` runs it) uses LMQL's ``LMTPWebSocketTransport``,
-``TokenSession`` and ``Scheduler`` with three small changes made by subclassing: a client asking
+``TokenSession`` and ``Scheduler`` with four small changes made by subclassing: a client asking
 for a different model (another tokenizer) gets an error instead of a hang, one line per request is
-logged to stderr, and a speculative chunk stops early when its client has gone or has moved on.
-Requests are decoded one at a time (llama.cpp, one KV cache); ``server_batch_size`` is LMQL's
-scheduler batch size.
+logged to stderr, a speculative chunk stops early when its client has gone or has moved on, and up
+to ``server_batch_size`` requests are served at once, which the engine decodes together (several
+clients' sequences per llama.cpp call; each sequence keeps its own KV cache).
 
 When a generation stops before its max_tokens (finish_reason "length"; the client asks again if
 it needs more tokens): LMTP has no "cancel" message, and a request streams a speculative chunk of
@@ -15,10 +15,8 @@ tokens, all sampled under the mask of its first token, so the rest of a chunk is
 * after ``MIN_TOKENS_BEFORE_PREEMPT`` tokens when a waiting request continues the same sequence
   (the client has moved on, e.g. its constraint ended the variable).
 
-A waiting request for another sequence does not interrupt: llama.cpp keeps one sequence in its KV
-cache, and switching back and forth re-evaluates prompts (measured on the breed of
-tests/test_endpoints.py: 34 s and 12,000 decoded tokens when any waiting request interrupted after
-4 tokens, 15.5 s and 5,400 with this rule).
+A waiting request for another sequence does not interrupt: it is served beside the running ones as
+soon as one of the ``server_batch_size`` places is free.
 
 LMTP has neither authentication nor encryption: bind servers to loopback (the default) or to a
 private network only.
@@ -28,14 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import os
 import pickle
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from lpb_plugins.llama_cpp.engine import MIN_TOKENS_BEFORE_PREEMPT
+from lpb_plugins.llama_cpp.engine import DEFAULT_SEQUENCES, MIN_TOKENS_BEFORE_PREEMPT
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq
 from lpb_plugins.llama_cpp.lmtp_backend import LlamaCppLMTPModel, register_backend
 from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, EMBEDDED_NAME, resolve_gguf
@@ -50,26 +50,49 @@ def _log(message: str) -> None:
 
 
 def _make_server_classes():
+    from queue import Empty as QueueEmpty
+
     from lmql.models.lmtp.lmtp_scheduler import GenerateCall, Scheduler, TokenSession
 
     class LpbScheduler(Scheduler):
         """LMQL's scheduler with our model object, pre-emption and a log line per request.
 
-        LMQL's ``Scheduler.batches(max_batch_size)`` groups queued calls into batches of at most
-        ``model.max_batch_size`` (= ``--server-batch-size``); llama.cpp then serves the calls of a
-        batch one after another (one sequence, one KV cache), each streaming as it goes.
+        Up to ``model.max_batch_size`` (= ``--server-batch-size``) requests are served at once, each on
+        its own thread taking the next one from the queue as soon as it is done; the engine decodes the
+        requests in flight together (several clients' sequences per llama.cpp call).
         """
 
         def __init__(self, identifier, model_args, model: LlamaCppLMTPModel, log_requests=True):
             self._model = model
             self._log_requests = log_requests
-            self._count = 0
+            self._numbers = itertools.count(1)
+            self._in_flight = 0
+            self._in_flight_lock = threading.Lock()
             super().__init__(identifier, model_args)  # starts the worker thread
 
         def worker(self):
             self._model_info = self._model.model_info()
+            servers = [threading.Thread(target=self._serve_queue, name=f"lpb-serve-{k}", daemon=True)
+                       for k in range(self._model.max_batch_size)]
+            for server in servers:
+                server.start()
+            for server in servers:
+                server.join()
+
+        def _serve_queue(self):
             while not self.kill_event.is_set():
-                self.process_batch(self._model)
+                try:
+                    call = self.queue.get(timeout=0.5)  # a blocking wait; the timeout only checks kill_event
+                except QueueEmpty:
+                    continue
+                with self._in_flight_lock:
+                    self._in_flight += 1
+                    in_flight = self._in_flight
+                try:
+                    self._serve_call(self._model, call, in_flight)
+                finally:
+                    with self._in_flight_lock:
+                        self._in_flight -= 1
 
         def model_info(self):
             return self._model.model_info()
@@ -89,15 +112,9 @@ def _make_server_classes():
 
             return should_stop
 
-        def process_batch(self, model):
-            for batch in self.batches(model.max_batch_size):
-                for call in batch:
-                    self._serve_call(model, call, len(batch))
-
-        def _serve_call(self, model: LlamaCppLMTPModel, call: GenerateCall, batch_size: int):
+        def _serve_call(self, model: LlamaCppLMTPModel, call: GenerateCall, in_flight: int):
             started = time.perf_counter()
-            self._count += 1
-            number = self._count
+            number = next(self._numbers)
             if getattr(call.result_queue, "closed", False):
                 if self._log_requests:
                     _log(f"[lpb-serve] request {number}: skipped, the client has gone")
@@ -133,7 +150,7 @@ def _make_server_classes():
                 if self._log_requests:
                     _log(f"[lpb-serve] request {number}: {what}, {time.perf_counter() - started:.3f}s "
                          f"(at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d})"
-                         + (f", batch of {batch_size}" if batch_size > 1 else ""))
+                         + (f", {in_flight} in flight" if in_flight > 1 else ""))
             except Exception as exc:  # reported to the client, which raises LMTPStreamError
                 _log(f"[lpb-serve] request {number} failed: {type(exc).__name__}: {exc}")
                 call.error(f"{type(exc).__name__}: {exc}")
@@ -227,7 +244,7 @@ async def _serve(model_name: str, host: str, port: int, n_threads: Optional[int]
                  "authentication or encryption; serve on a private network only")
         pinned = f", cores {sorted(os.sched_getaffinity(0))}" if hasattr(os, "sched_getaffinity") else ""
         _log(f"[lpb-serve] {identifier}: {path.name}, llama.cpp with {model.engine.n_threads} thread(s){pinned}, "
-             f"server batch size {model.max_batch_size} (requests are decoded one at a time)")
+             f"up to {model.max_batch_size} request(s) at once, decoded together")
         if ready is not None:
             ready(host, bound)
         else:
@@ -239,7 +256,7 @@ async def _serve(model_name: str, host: str, port: int, n_threads: Optional[int]
 
 
 def serve(model_name: str = EMBEDDED_NAME, host: str = "127.0.0.1", port: int = 8080, n_threads: Optional[int] = None,
-          server_batch_size: int = 1, *, seed: Optional[int] = None, log_requests: bool = True,
+          server_batch_size: int = DEFAULT_SEQUENCES, *, seed: Optional[int] = None, log_requests: bool = True,
           cpus: Optional[Sequence[int]] = None, ready: Optional[Callable[[str, int], Any]] = None) -> None:
     """Serve ``model_name`` (``smollm2`` or a GGUF path) over LMTP on ``host:port`` until killed.
 
