@@ -18,7 +18,8 @@ from lpb_core.hookspecs import hookimpl
 from lpb_core.llm import ModelHandle
 from lpb_core.retry import CallFailed, RetryPolicy
 from lpb_plugins.llama_cpp.lmql_model import load_model
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, mark_chat_model, reserve_role_tag_ids
+from lpb_plugins.llama_cpp.lmql_patches import (install_bopenai_loop_fix, install_fast_token_set_eq, mark_chat_model,
+                                                reserve_role_tag_ids)
 from lpb_plugins.llama_cpp.lmtp_client import remote_model
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
 from lpb_plugins.llama_cpp.openai_model import served_model, served_tokenizer
@@ -92,6 +93,7 @@ class OpenAIBackend:
         return model_name.startswith("openai/")
 
     def open(self, model_name: str, settings) -> ModelHandle:
+        install_bopenai_loop_fix()  # LMQL's OpenAI client, in a process that runs more than one breed
         served = model_name.removeprefix("openai/")
         api_base = settings.api_base or os.environ.get("OPENAI_BASE_URL")
         if api_base:

@@ -15,7 +15,8 @@ from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 # A value for every setting a resume may change, unlike the defaults.
 RESUMED = dict(evolution_generations=9, verbose=True, use_wandb=True, wandb_project="other", continue_run_number=0,
                loggers=("console", "wandb"), is_async=True, client_batch_size=4, server_batch_size=3,
-               endpoints=("localhost:1",), max_llm_calls=5, max_tokens=6, max_cost=7.0, n_threads=3)
+               endpoints=("localhost:1",), max_llm_calls=5, max_tokens=6, max_cost=7.0, n_threads=3,
+               api_base="http://127.0.0.1:1/v1", max_retries=2, request_timeout=3.0)
 
 
 def settings(day_care, **changes):

@@ -117,11 +117,12 @@ def test_the_scan_would_find_a_leak(day_care, monkeypatch):
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini"])
 def test_a_hosted_model_handle_names_the_model_not_the_key(monkeypatch, model):
     monkeypatch.setenv("OPENAI_API_KEY", MARKER)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     import lmql
 
     from lpb_plugins import backends
 
     monkeypatch.setattr(backends, "_counter", lambda model: len)  # the real one would fetch OpenAI's tokenizer
-    handle = backends.OpenAIBackend().open(model, None)
+    handle = backends.OpenAIBackend().open(model, BreedSettings(task="sentiment", day_care_dir=".", model_name_or_path=model))
     assert handle.identity == model and MARKER not in handle.description
     assert isinstance(handle.models[0], lmql.LLM)

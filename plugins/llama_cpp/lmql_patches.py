@@ -141,3 +141,33 @@ def mark_chat_model(name: str) -> None:
 
         model_info.lpb_chat_models = True
         module.model_info = model_info
+
+
+_bopenai_fixed = False
+
+
+def install_bopenai_loop_fix() -> None:
+    """LMQL's OpenAI client works from a new event loop too (each breed runs on one of its own).
+
+    LMQL 0.7.3 keeps one request scheduler per process, bound to the loop that made it.  Once that loop
+    has ended, ``Completion.create`` makes a new one and asserts at once that its worker tasks run on the
+    current loop, before they have had a chance to start: the first request of a second breed in one
+    process fails.  Here a scheduler made for this loop gets one turn of the loop first.  Idempotent.
+    """
+    global _bopenai_fixed
+    if _bopenai_fixed:
+        return
+    import asyncio
+
+    from lmql.runtime import bopenai
+    from lmql.runtime.bopenai.batched_openai import AsyncOpenAIAPI
+
+    async def create(*args, **kwargs):
+        api = bopenai._api
+        if api is None or not api.is_available() or asyncio.get_running_loop() not in api.worker_loops:
+            api = bopenai._api = AsyncOpenAIAPI()
+            await asyncio.sleep(0)  # its workers start, registering this loop
+        return await api.complete(*args, **kwargs)
+
+    bopenai.Completion.create = staticmethod(create)
+    _bopenai_fixed = True
