@@ -150,6 +150,8 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def accepts(self, model_name: str) -> bool:
+        if model_name.startswith("openai/"):  # a GGUF served over HTTP: openai/<path>.gguf --api-base
+            return False
         return model_name == EMBEDDED_NAME or model_name.endswith(".gguf") or model_name.startswith(LOCAL_PREFIXES)
 
     def gguf_path(self, model_name: str) -> Path | None:

@@ -233,7 +233,8 @@ def test_greedy_matches_raw_llama_cpp(model):
 
     prompt = model.format_chat(None, "What is photosynthesis?")
     x = run(q_bounded(prompt, model=model))
-    raw = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, flash_attn=True, verbose=False)
+    # as the engine: flash attention, and a context as large (its sums run over all of the cache's cells)
+    raw = Llama(model_path=str(embedded_model_path()), n_ctx=2048, n_threads=1, flash_attn=True, verbose=False)
     ids = raw.tokenize(prompt.encode(), add_bos=False, special=True)
     out = []
     for t in raw.generate(ids, temp=0.0):
@@ -302,8 +303,10 @@ def test_logits_do_not_depend_on_how_the_tokens_before_were_split_into_decode_ca
     from lpb_plugins.llama_cpp.batch import DecodeBatch, Span
     from lpb_plugins.llama_cpp.llama_context import LlamaContext
 
+    # longer than 64 tokens, where llama.cpp's CPU kernels would take another path for a whole prompt
     ids = GGUFTokenizer(model.tokenizer_dir).encode(
-        format_chat(None, "Write one sentence about the sea.") + "A world beyond our own, where the depths of the ocean")
+        format_chat(None, "Write one sentence about the sea. " * 8) + "A world beyond our own, where the depths of the ocean")
+    assert len(ids) > 64
     context = LlamaContext(embedded_model_path(), n_seq=1, n_ctx=256, n_batch=256, n_threads=1, n_threads_batch=1)
     batch = DecodeBatch(context, context.n_batch)
 

@@ -129,7 +129,9 @@ def test_a_breed_keeps_four_requests_in_flight(llama_server, lpb, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(next(tmp_path.glob("day_care/answer_quality/RUN_*/summary.json")).read_text())
     assert summary["failed_calls"] == 0 and summary["generations_completed"] == 1
-    assert all(r["answer"] == 200 for r in proxy.requests)
+    # the first request asks whether the server reads token-id prompts (llama-cpp-python's answers 500)
+    assert proxy.requests[0]["answer"] in (200, 500)
+    assert [r for r in proxy.requests[1:] if r["answer"] != 200] == []
     assert proxy.max_in_flight() >= 2
 
 

@@ -273,8 +273,8 @@ class LlamaEngine:
         temperature = float(a.get("temperature") or 0.0)
         scores = logits + job.bias if job.bias is not None else logits
         seed, position = a.get("seed"), job.position
-        draw = self._rng.random if seed is None else (lambda: sampling.seeded_draw(seed, position))
-        token = sampling.choose(scores, temperature, int(a.get("top_k") or 0), float(a.get("top_p") or 1.0), draw)
+        noise = (lambda n: self._rng.gumbel(size=n)) if seed is None else sampling.seeded_noise(seed, position)
+        token = sampling.choose(scores, temperature, int(a.get("top_k") or 0), float(a.get("top_p") or 1.0), noise)
         logprob, top = sampling.logprobs(scores, token, int(a.get("top_logprobs") or 1))
         finish = None
         if token in self.eog_ids:

@@ -10,7 +10,13 @@ itself.  The settings are chosen so that a sequence's logits are bit-identical h
   holes, and attention sums over cells in cell order, so its logits would depend on its neighbours'
   history.  In its own stream a sequence's cells are always in position order.
 
-``tests/test_llama_cpp_batching.py`` checks both properties with ``np.array_equal``.
+* at most ``MAX_UBATCH`` tokens per forward pass: from 64 tokens on, llama.cpp's CPU kernels take
+  another path whose results differ (the logits at a prompt's last position by up to 0.5 from those of
+  the same tokens decoded in smaller passes), so a prompt reused from the cache would not give what it
+  gave fresh.  Below that, every split gives bit-identical logits.  It costs 13 % (1 thread) to 27 %
+  (2 threads) of prompt-evaluation speed, measured on a 115-token prompt.
+
+``tests/test_llama_cpp_batching.py`` checks these properties with ``np.array_equal``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import numpy as np
 from lpb_plugins.llama_cpp.batch import DecodeBatch, Span
 from lpb_plugins.llama_cpp.cpu import quiet_openmp
 
-__all__ = ["LlamaContext"]
+__all__ = ["LlamaContext", "MAX_UBATCH"]
+
+MAX_UBATCH = 32  # tokens per forward pass (see above); llama.cpp splits longer decode calls
 
 
 class LlamaContext:
@@ -50,7 +58,8 @@ class LlamaContext:
         params.n_seq_max = n_seq
         params.kv_unified = False
         params.n_ctx = n_ctx * n_seq  # split evenly: each sequence gets its own n_ctx cells
-        params.n_batch = params.n_ubatch = n_batch
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, MAX_UBATCH)
         params.n_threads, params.n_threads_batch = n_threads, n_threads_batch
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)

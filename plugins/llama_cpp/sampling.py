@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["bias_from_mask", "choose", "logprobs"]
+__all__ = ["bias_from_mask", "choose", "logprobs", "seeded_noise"]
 
 
 def bias_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
@@ -36,11 +36,14 @@ def bias_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
     return bias
 
 
-def choose(scores: np.ndarray, temperature: float, top_k: int, top_p: float, draw) -> int:
+def choose(scores: np.ndarray, temperature: float, top_k: int, top_p: float, noise) -> int:
     """Argmax at temperature 0, else a sample from the (top-k, top-p truncated) softmax.
 
-    ``draw()`` returns the uniform number the sample is taken with; called only when sampling, so a
-    seeded caller can make it a function of (seed, position) and the token never depends on timing.
+    The sample is the Gumbel-max one: the likeliest token once ``noise(n)`` (``n`` standard Gumbel numbers,
+    one per token) is added to the scaled scores.  A seeded caller makes the noise a function of (seed,
+    position), so the token never depends on timing; and since the noise is per token, a mask that keeps
+    the token sampled without it gives the same token.  LMQL sends its masks only at the start of a
+    request, so that is what makes a sample independent of where requests happened to be cut.
     """
     if temperature <= 0.0:
         return int(np.argmax(scores))
@@ -48,21 +51,18 @@ def choose(scores: np.ndarray, temperature: float, top_k: int, top_p: float, dra
     if top_k and 0 < top_k < len(z):
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z < kth, -np.inf, z)
-    p = np.exp(z - z.max())
     if top_p is not None and top_p < 1.0:
+        p = np.exp(z - z.max())
         order = np.argsort(-p)
         c = np.cumsum(p[order])
         cut = int(np.searchsorted(c, top_p * c[-1])) + 1
-        keep = np.zeros_like(p, dtype=bool)
-        keep[order[:cut]] = True
-        p = np.where(keep, p, 0.0)
-    c = np.cumsum(p)
-    return int(min(np.searchsorted(c, draw() * c[-1], side="right"), len(c) - 1))
+        z[order[cut:]] = -np.inf
+    return int(np.argmax(z + noise(len(z))))
 
 
-def seeded_draw(seed: int, position: int) -> float:
-    """The uniform number for the token at ``position`` of a query sampled with ``seed``."""
-    return float(np.random.default_rng((seed, position)).random())
+def seeded_noise(seed: int, position: int):
+    """The Gumbel noise for the token at ``position`` of a query sampled with ``seed``."""
+    return lambda n: np.random.default_rng((seed, position)).gumbel(size=n)
 
 
 def logprobs(scores: np.ndarray, token: int, n_top: int) -> tuple[float, dict]:
