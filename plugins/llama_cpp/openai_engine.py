@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from lpb_core.errors import ModelError
+from lpb_plugins.llama_cpp.sampling import allowed_from_mask
 from lpb_plugins.remote_calls import JsonClient, RequestRefused
 
 __all__ = ["PieceReader", "CompletionsEngine", "logit_bias_for", "MAX_LOGPROBS"]
@@ -42,19 +43,8 @@ _TOKEN_ID_PIECE = re.compile(r"^token_id:(\d+)$")
 def logit_bias_for(mask, n_vocab: int) -> tuple[Optional[np.ndarray], Optional[Dict[str, float]]]:
     """LMQL mask (0 = allowed, a very negative number = banned; or an id or id list) -> (allowed array,
     OpenAI ``logit_bias``), both None when every token is allowed."""
-    if mask is None:
-        return None, None
-    if isinstance(mask, (int, np.integer)) or np.isscalar(mask):
-        allowed = np.zeros(n_vocab, dtype=bool)
-        allowed[int(mask)] = True
-    elif isinstance(mask, list):
-        allowed = np.zeros(n_vocab, dtype=bool)
-        allowed[np.asarray(mask, dtype=np.int64)] = True
-    else:
-        m = np.asarray(mask)
-        allowed = m if m.dtype == bool else m > -1e20
-        allowed = np.concatenate([allowed, np.zeros(max(0, n_vocab - len(allowed)), dtype=bool)])[:n_vocab]
-    if allowed.all():
+    allowed = allowed_from_mask(mask, n_vocab)
+    if allowed is None:
         return None, None
     ids = np.flatnonzero(allowed)
     if len(ids) <= n_vocab - len(ids):

@@ -9,12 +9,12 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["bias_from_mask", "choose", "logprobs", "seeded_noise"]
+__all__ = ["allowed_from_mask", "bias_from_mask", "choose", "logprobs", "seeded_noise"]
 
 
-def bias_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
-    """LMQL logits mask (0 = allowed, float32.min = banned; a boolean array; an id or id list) -> additive bias
-    (``-inf`` on banned ids), or None when every token is allowed."""
+def allowed_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
+    """LMQL logits mask (0 = allowed, float32.min = banned; a boolean array; an id or id list) -> a boolean
+    array of the allowed ids, or None when every token is allowed."""
     if mask is None:
         return None
     if isinstance(mask, (int, np.integer)) or np.isscalar(mask):
@@ -29,7 +29,14 @@ def bias_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
         if len(allowed) < n_vocab:
             allowed = np.concatenate([allowed, np.zeros(n_vocab - len(allowed), dtype=bool)])
         allowed = allowed[:n_vocab]
-    if allowed.all():
+    return None if allowed.all() else allowed
+
+
+def bias_from_mask(mask, n_vocab: int) -> Optional[np.ndarray]:
+    """The mask (see :func:`allowed_from_mask`) as an additive bias (``-inf`` on banned ids), or None when
+    every token is allowed."""
+    allowed = allowed_from_mask(mask, n_vocab)
+    if allowed is None:
         return None
     bias = np.zeros(n_vocab, dtype=np.float32)
     bias[~allowed] = -np.inf
