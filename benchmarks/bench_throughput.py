@@ -141,7 +141,7 @@ def throughput(args) -> None:
         print(f"round {round_number + 1}: " + ", ".join(f"{n} {calls / s[-1]:.2f}/s" for n, s in seconds.items()),
               flush=True)
 
-    print(f"\n| configuration | calls/s (median) | x raw (median of rounds) | answers unlike lpb sequential |")
+    print("\n| configuration | calls/s (median) | x raw (median of rounds) | answers unlike lpb sequential |")
     print("| --- | --- | --- | --- |")
     for name, values in seconds.items():
         ratio = statistics.median(r / v for r, v in zip(seconds["raw"], values))

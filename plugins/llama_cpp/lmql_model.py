@@ -252,8 +252,6 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
     The returned object is made by :func:`engine_model`: it carries ``.engine``
     (the :class:`LlamaEngine`), ``.tokenizer_dir``, ``.chat`` and ``.format_chat(system, user)``.
     """
-    if fast_lmql_ops:
-        install_fast_token_set_eq()
     path = pathlib.Path(gguf_path) if gguf_path is not None else embedded_model_path()
     path = path.resolve()
     if not path.exists():
@@ -273,24 +271,26 @@ def load_model(gguf_path: os.PathLike | str | None = None, *, n_threads: Optiona
         engine = LlamaEngine(context, n_threads=n_threads, n_threads_batch=n_threads_batch, seed=seed)
         identifier = f"{BACKEND_NAME}:{tok_dir.name}:t{n_threads}:c{n_ctx}"
         m = engine_model(identifier, engine, GGUFTokenizer(tok_dir, identifier), chat_template=chat_template,
-                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx, "n_seq": n_seq})
+                         configuration={"gguf": str(path), "n_threads": n_threads, "n_ctx": n_ctx, "n_seq": n_seq},
+                         fast_lmql_ops=fast_lmql_ops)
         _models[key] = m
         return m
 
 
 def engine_model(identifier: str, engine, tokenizer_impl, *, chat_template: Optional[str] = None,
-                 configuration: Optional[dict] = None):
+                 configuration: Optional[dict] = None, fast_lmql_ops: bool = True):
     """An ``lmql.LLM`` whose queries run on ``engine`` (a :class:`LlamaEngine` or anything with its
     ``generate``/``score``/``n_ctx`` interface, e.g. ``openai_engine.CompletionsEngine``), tokenized by
     ``tokenizer_impl`` (a :class:`GGUFTokenizer` or alike, with ``.meta`` and ``.tokenizer_dir``).
 
     Role tags in its queries are rendered with ``chat_template`` (None: the tokenizer's own).  The object
     carries ``.engine``, ``.tokenizer_dir``, ``.chat`` (its :class:`ChatFormat`) and
-    ``.format_chat(system, user)``.
+    ``.format_chat(system, user)``.  ``fast_lmql_ops``: as for :func:`load_model`.
     """
     import lmql
 
-    install_fast_token_set_eq()
+    if fast_lmql_ops:
+        install_fast_token_set_eq()
     chat = chat_format_for(tokenizer_impl, chat_template)
     adapter = _make_adapter(identifier, engine, tokenizer_impl, chat)
     keep_role_tags(identifier, adapter.get_tokenizer())
