@@ -7,8 +7,8 @@
 1. Throughput: the same fitness calls (the built-in sentiment task's fitness template, greedy, at most 11
    answer tokens; ``--units`` task prompts x ``--items`` suite items) made by
    * raw: a plain sequential llama-cpp-python loop (``Llama.generate``, which keeps the longest common
-     prefix of the previous call, stopping where the template's constraints stop the answer), with the
-     engine's thread counts;
+     prefix of the previous call, stopping where the template's constraints stop the answer), on one
+     thread (the issue's baseline) and with the engine's thread counts;
    * lpb sequential: lpb's fitness evaluation with one query at a time;
    * lpb batched N: the same with N queries at once, decoded together by the engine.
    Every configuration starts from an empty KV cache; they run interleaved, round after round, so a
@@ -114,21 +114,27 @@ def throughput(args) -> None:
     reference = asyncio.run(lpb_answers(test, handle, population, batch, 1))
     prompts = [r.prompt[:len(r.prompt) - len(r.variables["ANSWER"])] for r in reference]
     calls = len(prompts)
-    raw = Llama(model_path=str(engine.gguf_path), n_ctx=2048, n_threads=engine.n_threads,
-                n_threads_batch=engine.n_threads_batch, verbose=False)
     default_threads = (engine.n_threads, engine.n_threads_batch)
+    # the baseline is the raw loop on one thread; beside it, the raw loop with lpb's own threads
+    raw_threads = {"raw, 1 thread": (1, 1)}
+    if default_threads != (1, 1):
+        raw_threads["raw, threads {},{}".format(*default_threads)] = default_threads
+    raws = {name: Llama(model_path=str(engine.gguf_path), n_ctx=2048, n_threads=d, n_threads_batch=p, verbose=False)
+            for name, (d, p) in raw_threads.items()}
+    baseline = next(iter(raws))
     print(f"{calls} fitness calls ({args.units} units x {args.items} items); engine: {engine.n_seq} sequences, "
-          f"threads {default_threads}; raw loop: threads {default_threads}")
+          f"threads {default_threads}")
 
-    seconds = {name: [] for name in ["raw", *configs]}
+    seconds = {name: [] for name in [*raws, *configs]}
     mismatches = {name: 0 for name in configs}
     raw_agree = []
     for round_number in range(args.rounds):
-        raw.reset()
-        started = time.perf_counter()
-        raw_answers = raw_loop(raw, prompts, engine.eog_ids)
-        seconds["raw"].append(time.perf_counter() - started)
-        raw_agree.append(sum(a.strip() == r.variables["ANSWER"].strip() for a, r in zip(raw_answers, reference)))
+        for name, raw in raws.items():
+            raw.reset()
+            started = time.perf_counter()
+            raw_answers = raw_loop(raw, prompts, engine.eog_ids)
+            seconds[name].append(time.perf_counter() - started)
+            raw_agree.append(sum(a.strip() == r.variables["ANSWER"].strip() for a, r in zip(raw_answers, reference)))
         for name, config in configs.items():
             concurrency, threads = config if isinstance(config, tuple) else (config, default_threads)
             engine.set_threads(*threads)
@@ -141,11 +147,11 @@ def throughput(args) -> None:
         print(f"round {round_number + 1}: " + ", ".join(f"{n} {calls / s[-1]:.2f}/s" for n, s in seconds.items()),
               flush=True)
 
-    print("\n| configuration | calls/s (median) | x raw (median of rounds) | answers unlike lpb sequential |")
+    print(f"\n| configuration | calls/s (median) | x {baseline} (median of rounds) | answers unlike lpb sequential |")
     print("| --- | --- | --- | --- |")
     for name, values in seconds.items():
-        ratio = statistics.median(r / v for r, v in zip(seconds["raw"], values))
-        unlike = "-" if name == "raw" else mismatches[name]
+        ratio = statistics.median(r / v for r, v in zip(seconds[baseline], values))
+        unlike = mismatches.get(name, "-")
         print(f"| {name} | {calls / statistics.median(values):.2f} | {ratio:.2f} | {unlike} |")
     print(f"raw loop answers equal to lpb's: {min(raw_agree)}/{calls} (the raw loop runs without flash attention)")
 

@@ -153,7 +153,8 @@ def csv_names(ctx, param, value):
 @option("mutation_model", default=None, show_default="the model being optimised",
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
-        help="Share of the training items kept back to choose the winner among the finalists (0: choose on training).")
+        help="Share of the training items kept back to choose the winner among the finalists, but at least 30 "
+             "items (half of them when there are fewer than 60); 0: choose on training.")
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation items (with the best initial "
              "unit and your own prompts).")

@@ -23,6 +23,12 @@ class Minibatch:
     indices: tuple[int, ...]
 
 
+# Validation items are where the winner is chosen; with fewer, one answer moves a finalist's fitness by
+# more than finalists differ.  Measured (benchmarks/README.md, bench_quality): with 15 validation items a
+# breed chose the hand prompt that scored 0.075 lower on the 40 held-out items.
+MIN_VALIDATION_ITEMS = 30
+
+
 @attrs.frozen
 class Split:
     train: tuple[int, ...]  # minibatches are drawn from these
@@ -34,7 +40,8 @@ def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
     """Suite indices for training, validation and the held-out test, all fixed by the seed.
 
     The test items are the --test-suite items, or a --test-split share of the suite; validation
-    items are a --validation-split share of what is left (at least one item stays for training).
+    items are a --validation-split share of what is left, but at least ``MIN_VALIDATION_ITEMS`` (or half
+    of what is left, if that is fewer), and at least one item stays for training.
     """
     if held_out:
         rest, test = list(range(suite_size - held_out)), tuple(range(suite_size - held_out, suite_size))
@@ -44,7 +51,10 @@ def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
         n_test = min(int(round(settings.test_split * suite_size)), suite_size - 1)
         rest, test = indices[n_test:], tuple(sorted(indices[:n_test]))
     random.Random(f"{settings.seed}:validation").shuffle(rest)
-    n_validation = min(int(round(settings.validation_split * len(rest))), len(rest) - 1)
+    n_validation = int(round(settings.validation_split * len(rest)))
+    if n_validation:
+        n_validation = max(n_validation, min(MIN_VALIDATION_ITEMS, len(rest) // 2))
+    n_validation = min(n_validation, len(rest) - 1)
     return Split(train=tuple(sorted(rest[n_validation:])), validation=tuple(sorted(rest[:n_validation])), test=test)
 
 

@@ -8,7 +8,7 @@ from lpb_core.daycare import load_day_care
 from lpb_core.decoding import parse_decoder
 from lpb_core.llm import LanguageModel
 from lpb_core.plugins import load_plugins
-from lpb_core.fitness import split
+from lpb_core.fitness import MIN_VALIDATION_ITEMS, split
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN
@@ -20,12 +20,24 @@ def settings(day_care, **changes):
     return BreedSettings(**{**base, **changes})
 
 
+def test_validation_takes_a_share_but_enough_items_to_tell_finalists_apart(day_care):
+    def sizes(n, **changes):
+        items = split(n, settings(day_care, **changes))
+        return len(items.train), len(items.validation), len(items.test)
+
+    assert sizes(240) == (144, 48, 48)  # a quarter of 192 is more than MIN_VALIDATION_ITEMS
+    assert sizes(100, test_split=0.0) == (100 - MIN_VALIDATION_ITEMS, MIN_VALIDATION_ITEMS, 0)
+    assert sizes(40, test_split=0.0) == (20, 20, 0)  # half, when a quarter is too few
+    assert sizes(40, test_split=0.0, validation_split=0.0) == (40, 0, 0)
+    assert sizes(3, test_split=0.0, validation_split=0.9) == (1, 2, 0)
+
+
 def test_same_seed_same_split_and_minibatches(day_care):
     assert split(10, settings(day_care)) == split(10, settings(day_care))
     assert split(10, settings(day_care)) != split(10, settings(day_care, seed=1))
     items = split(10, settings(day_care))
     train, test = items.train, items.test
-    assert len(test) == 2 and len(items.validation) == 2 and len(train) == 6
+    assert len(test) == 2 and len(items.validation) == 4 and len(train) == 4  # half of 8, not a quarter
     assert sorted(train + items.validation + test) == list(range(10))
 
     breed(settings(day_care))
@@ -55,7 +67,7 @@ def test_contestants_are_scored_on_the_same_items(day_care):
 
 def test_summary_holds_training_and_held_out_fitness(day_care):
     summary = breed(settings(day_care))
-    assert (summary["train_items"], summary["validation_items"], summary["test_items"]) == (6, 2, 2)
+    assert (summary["train_items"], summary["validation_items"], summary["test_items"]) == (4, 4, 2)
     for key in ("best_train_fitness", "best_validation_fitness", "best_test_fitness", "initial_best_test_fitness"):
         assert 0.0 <= summary[key] <= 1.0
     assert [g["generation"] for g in summary["fitness_per_generation"]] == [0, 1, 2]

@@ -17,7 +17,7 @@ from lpb_plugins.run_data import LOCK_FILE, read_events
 from tests.conftest import FIXTURES
 
 ARGS = ["--model-name-or-path", "random", "--task", "sentiment", "--population-size", "4",
-        "--evolution-generations", "2", "--fitness-batch-size", "4", "--seed", "5"]
+        "--evolution-generations", "2", "--fitness-batch-size", "3", "--seed", "5"]
 
 
 def lpb_command(*args):

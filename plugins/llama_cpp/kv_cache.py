@@ -9,12 +9,16 @@ A request is placed in a free sequence so that as few of its tokens as possible 
 * when a busy sequence is about to decode such a prefix (requests that arrive together), the request
   waits for that decode call and is copied in the next.
 
+Busy sequences are then kept at consecutive ids (:meth:`SequenceCache.compact`): with one KV stream per
+sequence, llama.cpp puts only sequences of consecutive ids into one forward pass, so each gap between busy
+ids costs a forward pass of its own in every step.
+
 The cache itself is changed through the context (``keep_prefix``, ``copy_sequence``).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["COPY_MIN_TOKENS", "SequenceCache", "common_prefix"]
 
@@ -87,6 +91,34 @@ class SequenceCache:
         self.busy[seq] = True
         self._touch(seq)
         return seq, start, copied_from
+
+    def compact(self) -> Dict[int, int]:
+        """Move busy sequences into the free ids between the others, so that the busy ones are consecutive;
+        returns ``{old id: new id}`` of the moved ones.
+
+        A move copies the whole stream (measured: about one single-token forward pass), and removes a forward
+        pass from every later step of the request, a generation's ~10 steps.  The window of ids kept is the
+        one that already holds the most busy sequences.  Sequences that take part in a copy of this step
+        are left for the next one.
+        """
+        busy = [s for s, b in enumerate(self.busy) if b]
+        k = len(busy)
+        if k < 2 or busy[-1] - busy[0] == k - 1:
+            return {}
+        start = max(range(len(self.busy) - k + 1), key=lambda w: sum(w <= s < w + k for s in busy))
+        window = range(start, start + k)
+        targets = [s for s in window if not self.busy[s] and s not in self._copy_sources]
+        movable = [s for s in busy if s not in window and s not in self._copy_targets]
+        moves = dict(zip(movable, targets))
+        for source, target in moves.items():
+            self._context.copy_sequence(source, target)
+            self.held[target] = list(self.held[source])
+            self.planned[target], self.planned[source] = self.planned[source], []
+            self.busy[target], self.busy[source] = True, False
+            self._copy_targets.add(target)
+            self._copy_sources.add(source)
+            self._touch(target)
+        return moves
 
     def decoded(self, seq: int, tokens: Sequence[int]) -> None:
         """``tokens`` were decoded at the end of ``seq``."""
