@@ -309,3 +309,34 @@ def test_placement_waits_for_a_prefix_being_decoded_and_copies_a_decoded_one():
     seq, start, copied_from = cache.place(shared + [2])
     assert (start, copied_from) == (len(shared), first[0])
     assert context.held[seq] == shared
+
+
+def test_busy_sequences_are_moved_to_consecutive_ids_keeping_what_they_hold():
+    context = FakeContext(n_seq=5)
+    cache = SequenceCache(context, 5)
+    placed = [cache.place(prompt)[0] for prompt in PROMPTS[:5]]
+    for seq, prompt in zip(placed, PROMPTS):
+        cache.decoded(seq, prompt)
+        context.held[seq] = list(prompt)
+    cache.step_done()
+    cache.release(placed[1])
+    cache.release(placed[3])
+    moves = cache.compact()
+    # ids 0, 2, 4 busy: the first window of three with two of them keeps its own, 4 moves into 1
+    assert moves == {placed[4]: placed[1]}
+    assert cache.busy == [True, True, True, False, False]
+    assert context.held[placed[1]] == cache.held[placed[1]] == PROMPTS[4]
+    assert cache.held[placed[4]] == PROMPTS[4]  # the old place still holds it for later requests
+    assert cache.compact() == {}
+
+
+def test_a_generation_moved_to_close_a_gap_goes_on_as_it_would_have():
+    engine, context = make_engine(n_seq=4)
+    lengths = (8, 1, 8)
+    results = asyncio.run(all_at_once(engine, [collect(engine, p, max_tokens=n) for p, n in zip(PROMPTS, lengths)]))
+    for prompt, n, result in zip(PROMPTS, lengths, results):
+        assert [r["token"] for r in result] == as_reported(greedy_alone(prompt, n))
+    assert engine.stats["moved"] == 1
+    # once the short one ended, the other two were decoded side by side, at consecutive ids
+    later = [sorted(seq for seq, _ in call) for call in context.calls[2:]]
+    assert later and all(seqs == list(range(seqs[0], seqs[0] + len(seqs))) for seqs in later)
