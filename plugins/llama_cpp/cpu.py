@@ -32,9 +32,8 @@ def default_threads() -> tuple[int, int]:
     """llama.cpp threads for (decode steps of single tokens, steps with prompts): every usable core.
 
     LMQL's interpreter thread needs a core too, but only part of the time (about 70 ms of CPU per fitness
-    call, where llama.cpp needs 250-450 ms): measured on 2 cores, batched fitness calls ran 1.3x faster
-    with 2 llama.cpp threads than with 1, and beside a CPU-bound process they still slowed by only 1.55x
-    (benchmarks/README.md, "Throughput")."""
+    call, where llama.cpp needs 250-450 ms): measured alone on 2 cores, batched fitness calls ran 1.4x
+    faster with 2 llama.cpp threads than with 1 (benchmarks/README.md, "Throughput")."""
     cores = usable_cores()
     return cores, cores
 
