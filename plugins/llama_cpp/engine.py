@@ -147,9 +147,10 @@ class LlamaEngine:
             self._drop_cancelled()
             self._place_waiting()
             moves = self._cache.compact()
-            for job in self._running:
-                job.seq = moves.get(job.seq, job.seq)
-            self.stats["moved"] += len(moves)
+            if moves:
+                for job in self._running:
+                    job.seq = moves.get(job.seq, job.seq)
+                self.stats["moved"] += len(moves)
             if self._running:
                 self._step()
 
