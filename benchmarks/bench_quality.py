@@ -77,7 +77,8 @@ def one_breed(task: str, day_care: Path, seed: int, variant: str, args) -> dict:
             finalist["test_fitness"] = row["fitness"]
     return {"seed": seed, "variant": variant, "best_test": summary["best_test_fitness"], "finalists": finalists,
             "initial_best_test": summary["initial_best_test_fitness"],
-            "best_validation": summary.get("best_validation_fitness"), "best_train": summary["best_train_fitness"],
+            "best_validation": summary.get("best_validation_fitness"), "best_finals": summary.get("best_finals_fitness"),
+            "best_train": summary["best_train_fitness"],
             "winner": summary["best_unit"]["prompts"], "winner_operator": summary["best_unit"]["operator"],
             "llm_calls": summary["llm_calls"], "cache_hits": summary["cache_hits"],
             "seconds": round(time.perf_counter() - started, 1)}

@@ -153,11 +153,12 @@ def csv_names(ctx, param, value):
 @option("mutation_model", default=None, show_default="the model being optimised",
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
-        help="Share of the training items kept back to choose the winner among the finalists, but at least 30 "
-             "items (half of them when there are fewer than 60); 0: choose on training.")
+        help="Share of the training items kept back from the search, but at least 30 items (half of them when "
+             "there are fewer than 60); the finalists are compared on them and on every training item. 0: the "
+             "last generation's fittest wins.")
 @option("finalists", type=click.IntRange(1),
-        help="Fittest units of the last generation compared on the validation items (with the best initial "
-             "unit and your own prompts).")
+        help="Fittest units of the last generation compared on the validation and training items (with the "
+             "best initial unit and your own prompts).")
 @option("api_base", default=None, show_default="$OPENAI_BASE_URL, else OpenAI",
         help="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama, ...) for openai/<model>.")
 @option("tokenizer", default=None, help="The served model's tokenizer: a .gguf file or a Hugging Face tokenizer folder.")
@@ -336,9 +337,11 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
 
 def fitness_line(summary: dict) -> str:
     """Training, validation and held-out fitness of the winner, as far as they were measured."""
-    parts = [f"{summary['best_train_fitness']:.3f} on training items"]
-    if summary.get("best_validation_fitness") is not None:
-        parts.append(f"{summary['best_validation_fitness']:.3f} on {summary['validation_items']} validation items")
+    parts = [f"{summary['best_train_fitness']:.3f} on a training minibatch"]
+    if summary.get("best_finals_fitness") is not None:
+        parts.append(f"{summary['best_finals_fitness']:.3f} on {summary['finals_items']}"
+                     f" training and validation items ({summary['best_validation_fitness']:.3f} on the "
+                     f"{summary['validation_items']} validation items)")
     if summary.get("best_test_fitness") is not None:
         parts.append(f"{summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items")
     return ", ".join(parts)

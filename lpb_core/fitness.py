@@ -27,6 +27,10 @@ class Minibatch:
 # more than finalists differ.  Measured (benchmarks/README.md, bench_quality): with 15 validation items a
 # breed chose the hand prompt that scored 0.075 lower on the 40 held-out items.
 MIN_VALIDATION_ITEMS = 30
+# The finalists are compared on the validation items pooled with training items, up to this many in all:
+# enough to tell prompts a few answers apart (standard error about 0.045 at 100 items), at a cost of at
+# most this many calls per finalist.
+FINALS_ITEMS = 100
 
 
 @attrs.frozen
@@ -34,6 +38,7 @@ class Split:
     train: tuple[int, ...]  # minibatches are drawn from these
     validation: tuple[int, ...]  # kept back from training to choose the winner
     test: tuple[int, ...]  # held out until the very end
+    finals_train: tuple[int, ...] = ()  # training items the finalists are scored on besides the validation items
 
 
 def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
@@ -41,7 +46,8 @@ def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
 
     The test items are the --test-suite items, or a --test-split share of the suite; validation
     items are a --validation-split share of what is left, but at least ``MIN_VALIDATION_ITEMS`` (or half
-    of what is left, if that is fewer), and at least one item stays for training.
+    of what is left, if that is fewer), and at least one item stays for training. With validation items,
+    a sample of the training items tops them up to ``FINALS_ITEMS`` for the final.
     """
     if held_out:
         rest, test = list(range(suite_size - held_out)), tuple(range(suite_size - held_out, suite_size))
@@ -55,7 +61,10 @@ def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
     if n_validation:
         n_validation = max(n_validation, min(MIN_VALIDATION_ITEMS, len(rest) // 2))
     n_validation = min(n_validation, len(rest) - 1)
-    return Split(train=tuple(sorted(rest[n_validation:])), validation=tuple(sorted(rest[:n_validation])), test=test)
+    train, validation = rest[n_validation:], rest[:n_validation]
+    finals_train = train[:max(0, FINALS_ITEMS - n_validation)] if validation else []  # in shuffled order: a sample
+    return Split(train=tuple(sorted(train)), validation=tuple(sorted(validation)), test=test,
+                 finals_train=tuple(sorted(finals_train)))
 
 
 @attrs.frozen

@@ -271,7 +271,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
     winner, results, held_out = final.best(), [], None
     if stopped_because == "completed":  # a budget stop spends nothing more
         try:
-            winner, results = await choose_winner(history, fitness, model, items.validation, settings.finalists)
+            winner, results = await choose_winner(history, fitness, model, items, settings.finalists)
             if items.test:
                 named = roles(winner, history)
                 units = {u.id: u for record in history for u in record.population}

@@ -41,7 +41,7 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
     final = history[-1]
     held_out_units = (held_out or {}).get("units", {})
     initial_best = next((i for i, u in held_out_units.items() if INITIAL_BEST in u["roles"]), None)
-    validation = {f.unit.id: f.validation_fitness for f in finalists}
+    chosen = next((f for f in finalists if f.unit.id == winner.id), None)
     return {
         "task": settings.task,
         "model": config["model"],
@@ -53,14 +53,15 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
         "stopped_because": stopped_because,
         "best_unit": winner.to_dict(),
         "best_train_fitness": winner.fitness,
-        "best_validation_fitness": validation.get(winner.id),
+        "best_validation_fitness": chosen and chosen.validation_fitness,
+        "best_finals_fitness": chosen and chosen.finals_fitness,
         "best_test_fitness": held_out_units[winner.id]["fitness"] if winner.id in held_out_units else None,
         "initial_best_test_fitness": held_out_units[initial_best]["fitness"] if initial_best else None,
         "train_items": len(items.train),
         "validation_items": len(items.validation),
+        "finals_items": len(items.validation) + len(items.finals_train) if items.validation else 0,
         "test_items": len(items.test),
-        "finalists": [{"id": f.unit.id, "operator": f.unit.operator, "train_fitness": f.unit.fitness,
-                       "validation_fitness": f.validation_fitness} for f in finalists],
+        "finalists": [f.to_dict() for f in finalists],
         "held_out": held_out,
         "fitness_per_generation": [
             {"generation": r.generation, "best": r.best().fitness,

@@ -37,6 +37,7 @@ def as_json(run: RunFiles) -> str:
         "status": run.status, "id": unit.id, "prompts": dict(unit.prompts), "mutation_prompt": unit.mutation_prompt,
         "context": [attrs.asdict(w) for w in unit.context],
         "fitness": {"train": unit.fitness, "validation": summary.get("best_validation_fitness"),
+                    "finals": summary.get("best_finals_fitness"),
                     "held_out": held_out.get("fitness")},
         "born": unit.born, "operator": unit.operator,
     }, indent=2, ensure_ascii=False)

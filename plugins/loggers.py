@@ -183,7 +183,8 @@ class EventLog:
     @hookimpl
     def lpb_run_finished(self, event):
         summary = event.summary
-        fitness = {k: summary.get(k) for k in ("best_train_fitness", "best_validation_fitness", "best_test_fitness")}
+        fitness = {k: summary.get(k) for k in ("best_train_fitness", "best_validation_fitness", "best_finals_fitness",
+                                            "best_test_fitness")}
         self.write("run_finished", stopped_because=summary["stopped_because"],
                    generations_completed=summary["generations_completed"], best_unit=summary["best_unit"]["id"],
                    **fitness)
@@ -230,7 +231,8 @@ class WandbLogger:
         from lpb_plugins.run_data import load_run, operator_table, top_prompts
 
         summary = event.summary
-        for key in ("best_train_fitness", "best_validation_fitness", "best_test_fitness", "initial_best_test_fitness",
+        for key in ("best_train_fitness", "best_validation_fitness", "best_finals_fitness", "best_test_fitness",
+                    "initial_best_test_fitness",
                     "stopped_because", "llm_calls", "wall_seconds", "cost_usd"):
             self.run.summary[key] = summary.get(key)
         for comparison in (summary.get("held_out") or {}).get("comparisons", []):

@@ -340,6 +340,7 @@ def report_data(run: RunFiles) -> dict:
         "best": None if best is None else {
             "id": best.id, "prompts": dict(best.prompts), "train_fitness": best.fitness,
             "validation_fitness": summary.get("best_validation_fitness"),
+            "finals_fitness": summary.get("best_finals_fitness"),
             "held_out_fitness": summary.get("best_test_fitness"), "operator": best.operator, "born": best.born},
         "fitness_per_generation": fitness_per_generation(run),
         "held_out": held_out_report(run),

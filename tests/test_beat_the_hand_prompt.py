@@ -1,8 +1,13 @@
 """The user's own prompts in a breed: seeds in generation 0, the winner chosen on validation items,
 held-out comparisons with those prompts, `lpb eval`, and a separate model that writes the prompts."""
 
+import asyncio
 import json
 
+import attrs
+
+from lpb_core.finals import choose_winner
+from lpb_core.fitness import Minibatch, Split
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN, SpyBackend, spies
@@ -38,15 +43,19 @@ def test_initial_prompts_become_seeded_units_of_generation_zero(day_care):
     assert {"u0000", "u0001", "u0002"} <= {i for i, u in held_out.items() if "seed" in u["roles"]}
 
 
-def test_the_winner_is_chosen_on_validation_items_and_never_below_a_seed(day_care):
+def test_the_winner_is_chosen_on_validation_and_training_items_and_never_below_a_seed(day_care):
     summary = breed(settings(day_care, initial_prompts=(MINE,), evolution_generations=3, finalists=2))
     finalists = {f["id"]: f for f in summary["finalists"]}
     assert "u0000" in finalists  # the seed always competes in the final
     best = summary["best_unit"]["id"]
     assert summary["best_validation_fitness"] == finalists[best]["validation_fitness"]
-    assert summary["best_validation_fitness"] == max(f["validation_fitness"] for f in finalists.values())
-    assert summary["best_validation_fitness"] >= finalists["u0000"]["validation_fitness"]
-    assert summary["validation_items"] == 4  # half of the 8 left after the test items (fewer than 60)
+    assert summary["best_finals_fitness"] == finalists[best]["finals_fitness"]
+    assert summary["best_finals_fitness"] == max(f["finals_fitness"] for f in finalists.values())
+    assert summary["best_finals_fitness"] >= finalists["u0000"]["finals_fitness"]
+    assert summary["validation_items"] == 4 and summary["train_items"] == 4  # 8 left after the test items
+    assert summary["finals_items"] == 8
+    for f in finalists.values():  # finals fitness pools both sets, weighted by their item counts
+        assert f["finals_fitness"] == round((f["validation_fitness"] + f["finals_train_fitness"]) / 2, 6)
     # Held-out items stay untouched by choosing: no validation item is a test item.
     held_out = summary["held_out"]
     assert len(held_out["items"]) == summary["test_items"] == 2
@@ -57,6 +66,43 @@ def test_the_winner_is_chosen_on_validation_items_and_never_below_a_seed(day_car
     for comparison in comparisons.values():
         assert comparison["a"] == best and 0.0 <= comparison["p_value"] <= 1.0
         assert " on 2 held-out items: " in comparison["sentence"]
+
+
+class TableFitness:
+    """Fitness read from a table of (unit id, item set) -> fitness; records what was scored."""
+
+    def __init__(self, table):
+        self.table, self.scored = table, []
+
+    async def evaluate(self, unit, batch: Minibatch, model):
+        self.scored.append((unit.id, batch.id, batch.indices))
+        return attrs.evolve(unit, fitness=self.table[unit.id, batch.id])
+
+
+def test_finalists_are_compared_on_validation_and_training_items_pooled():
+    from lpb_core.units import SEED, GenerationRecord, Unit
+
+    def unit(uid, fitness, operator="initial"):
+        return Unit(id=uid, prompts={"task_prompt": uid}, mutation_prompt="", fitness=fitness, operator=operator)
+
+    first, second = unit("u0000", 0.5, SEED), unit("u0001", 0.4, SEED)
+    bred = unit("u0005", 0.9, "zero_order_prompt_gen")
+    history = [GenerationRecord(0, [first, second, unit("u0002", 0.3)], minibatch=()),
+               GenerationRecord(1, [bred, unit("u0006", 0.2)], minibatch=())]
+    # The second seed is one validation answer below the first and well above it on the training items;
+    # the bred unit tops its minibatch and validation but not the pool.
+    table = {("u0000", "validation"): 0.7, ("u0000", "finals_train"): 0.5, ("u0001", "validation"): 0.6,
+             ("u0001", "finals_train"): 0.9, ("u0005", "validation"): 0.75, ("u0005", "finals_train"): 0.4}
+    fitness = TableFitness(table)
+    items = Split(train=tuple(range(40)), validation=tuple(range(40, 50)), test=(50,), finals_train=tuple(range(30)))
+    winner, results = asyncio.run(choose_winner(history, fitness, None, items, count=1))
+    assert winner.id == "u0001"
+    pooled = {f.unit.id: f.finals_fitness for f in results}
+    assert pooled == {"u0005": 0.4875, "u0000": 0.55, "u0001": 0.825}  # weighted 30:10
+    assert {f.unit.id: f.validation_fitness for f in results}["u0005"] == 0.75
+    assert {(uid, batch) for uid, batch, _ in fitness.scored} == set(table)
+    batches = {batch: indices for _, batch, indices in fitness.scored}
+    assert batches == {"validation": items.validation, "finals_train": items.finals_train}  # never the test item
 
 
 def test_without_validation_items_the_fittest_of_the_last_generation_wins(day_care):

@@ -8,7 +8,7 @@ from lpb_core.daycare import load_day_care
 from lpb_core.decoding import parse_decoder
 from lpb_core.llm import LanguageModel
 from lpb_core.plugins import load_plugins
-from lpb_core.fitness import MIN_VALIDATION_ITEMS, split
+from lpb_core.fitness import FINALS_ITEMS, MIN_VALIDATION_ITEMS, split
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
 from tests.conftest import QUICK_RUN
@@ -30,6 +30,21 @@ def test_validation_takes_a_share_but_enough_items_to_tell_finalists_apart(day_c
     assert sizes(40, test_split=0.0) == (20, 20, 0)  # half, when a quarter is too few
     assert sizes(40, test_split=0.0, validation_split=0.0) == (40, 0, 0)
     assert sizes(3, test_split=0.0, validation_split=0.9) == (1, 2, 0)
+
+
+def test_the_final_pools_validation_items_with_a_sample_of_training_items(day_care):
+    def final(n, **changes):
+        items = split(n, settings(day_care, **changes))
+        assert set(items.finals_train) <= set(items.train)
+        return len(items.validation) + len(items.finals_train), items
+
+    assert final(240)[0] == FINALS_ITEMS  # 48 validation items and 52 of the 144 training items
+    assert final(60, test_split=0.0)[0] == 60  # fewer than FINALS_ITEMS: every item
+    assert final(1000, test_split=0.0)[0] == 250  # validation items alone are more
+    assert final(240, validation_split=0.0)[1].finals_train == ()
+    # A sample, not the lowest indices: a suite sorted by label must not give the final one label only.
+    _, items = final(200, test_split=0.0)  # 50 validation items, 50 of the 150 training items
+    assert min(items.finals_train) < 50 and max(items.finals_train) > 150
 
 
 def test_same_seed_same_split_and_minibatches(day_care):

@@ -123,6 +123,7 @@ def test_best_prints_the_bare_prompt_and_json(lpb, finished_run):
     assert data["prompts"] == summary["best_unit"]["prompts"] and data["id"] == summary["best_unit"]["id"]
     assert data["context"] == summary["best_unit"]["context"]
     assert data["fitness"] == {"train": summary["best_train_fitness"], "validation": summary["best_validation_fitness"],
+                               "finals": summary["best_finals_fitness"],
                                "held_out": summary["best_test_fitness"]}
 
 
