@@ -154,8 +154,8 @@ def csv_names(ctx, param, value):
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
         help="Share of the training items kept back from the search, but at least 30 items (half of them when "
-             "there are fewer than 60); the finalists are compared on them and on every training item. 0: the "
-             "last generation's fittest wins.")
+             "there are fewer than 60); the finalists are compared on them pooled with training items (100 items "
+             "in all). 0: the last generation's fittest wins.")
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation and training items (with the "
              "best initial unit and your own prompts).")

@@ -1,15 +1,13 @@
-"""The end of a breed: choose the winner on every item not held out, then score it on held-out items.
+"""The end of a breed: choose the winner on items not held out, then score it on held-out items.
 
 Training fitness is measured on small minibatches, so it saturates and ties; the unit that tops
 the last generation is often just the luckiest. A few finalists (the last generation's fittest,
 the best initial unit and every prompt the user supplied) are therefore scored on the validation
-items, which no selection has seen, and on a sample of the training items (``Split.finals_train``),
-and the best over both wins. The
-validation items alone are too few to choose between good prompts: 30 items put one answer at 0.033,
-and hand prompts differ by a few answers. Measured (benchmarks/README.md, "Quality"), choosing on
-validation items alone picked a hand prompt worse on the held-out items than another seed on two of
-four tasks. Only then are the held-out test items used, once, to compare the winner with where the
-run started, item by item.
+items, which no selection has seen, pooled with a sample of the training items
+(``Split.finals_train``), and the best there wins. Validation items alone are too few to choose
+between good prompts: at 30 items one answer is worth 0.033, and hand prompts differ by a few
+answers (benchmarks/README.md, "Quality"). Only then are the held-out test items used, once, to
+compare the winner with where the run started, item by item.
 """
 
 from __future__ import annotations
@@ -67,7 +65,8 @@ async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, m
         pooled = validation.fitness if train is None else (
             (validation.fitness * len(items.validation) + train.fitness * len(items.finals_train))
             / (len(items.validation) + len(items.finals_train)))
-        results.append(Finalist(unit, validation.fitness, None if train is None else train.fitness, round(pooled, 6)))
+        train_fitness = None if train is None else train.fitness
+        results.append(Finalist(unit, validation.fitness, train_fitness, round(pooled, 6)))
     winner = max(results, key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit)))
     return winner.unit, results
 

@@ -58,7 +58,7 @@ class BreedSettings:
     task_description_unit: bool = True  # generation 0 includes the task description itself as a prompt
     mutation_model: str | None = None  # writes the prompts; None: the model being optimised does
     validation_split: float = 0.25  # share of the training items kept back to choose the winner
-    finalists: int = 4  # units of the last generation, by training fitness, compared on the validation items
+    finalists: int = 4  # units of the last generation, by training fitness, that compete in the final
     # OpenAI-compatible servers and remote calls:
     api_base: str | None = None  # e.g. http://127.0.0.1:8000/v1; None: $OPENAI_BASE_URL, else OpenAI's own API
     tokenizer: str | None = None  # the served model's tokenizer: a .gguf file or a Hugging Face tokenizer folder
