@@ -59,7 +59,7 @@ def build_summary(settings: BreedSettings, run: RunDirectory, config: dict, hist
         "initial_best_test_fitness": held_out_units[initial_best]["fitness"] if initial_best else None,
         "train_items": len(items.train),
         "validation_items": len(items.validation),
-        "finals_items": len(items.validation) + len(items.finals_train) if items.validation else 0,
+        "finals_items": len(items.validation) + len(items.finals_train),  # no finals_train without validation
         "test_items": len(items.test),
         "finalists": [f.to_dict() for f in finalists],
         "held_out": held_out,
