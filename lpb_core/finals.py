@@ -28,12 +28,12 @@ BEST, INITIAL_BEST = "best", "initial_best"
 class Finalist:
     unit: Unit  # as it stood in the generation it comes from (minibatch training fitness included)
     validation_fitness: float | None = None  # on the validation items
-    train_fitness: float | None = None  # on the final's training items (Split.finals_train)
+    finals_train_fitness: float | None = None  # on the final's training items (Split.finals_train)
     finals_fitness: float | None = None  # on both, weighted by their item counts: what the winner is chosen on
 
     def to_dict(self) -> dict:
         return {"id": self.unit.id, "operator": self.unit.operator, "train_fitness": self.unit.fitness,
-                "finals_train_fitness": self.train_fitness, "validation_fitness": self.validation_fitness,
+                "finals_train_fitness": self.finals_train_fitness, "validation_fitness": self.validation_fitness,
                 "finals_fitness": self.finals_fitness}
 
 
@@ -58,15 +58,12 @@ async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, m
     batches = [Minibatch("validation", items.validation)]
     if items.finals_train:  # none when the validation items alone reach FINALS_ITEMS
         batches.append(Minibatch("finals_train", items.finals_train))
-    scored = iter(await run_all(fitness.evaluate(u, b, model) for u in units for b in batches))
+    scored = await run_all(fitness.evaluate(u, b, model) for u in units for b in batches)
     results = []
-    for unit in units:
-        validation, train = next(scored), next(scored) if items.finals_train else None
-        pooled = validation.fitness if train is None else (
-            (validation.fitness * len(items.validation) + train.fitness * len(items.finals_train))
-            / (len(items.validation) + len(items.finals_train)))
-        train_fitness = None if train is None else train.fitness
-        results.append(Finalist(unit, validation.fitness, train_fitness, round(pooled, 6)))
+    for k, unit in enumerate(units):
+        own = scored[k * len(batches):(k + 1) * len(batches)]  # one per batch, in the order of ``batches``
+        pooled = sum(s.fitness * len(b.indices) for s, b in zip(own, batches)) / sum(len(b.indices) for b in batches)
+        results.append(Finalist(unit, own[0].fitness, own[1].fitness if len(own) > 1 else None, round(pooled, 6)))
     winner = max(results, key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit)))
     return winner.unit, results
 
