@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,6 +85,12 @@ async def lpb_answers(test, handle, population, batch, concurrency: int) -> list
     return [answers[u.id, i] for u in population for i in batch.indices]
 
 
+def rendered_chat(prompt: str, chat) -> str:
+    """A prompt with LMQL's ``<lmql:ROLE/>`` tags as text, rendered in the model's chat format."""
+    parts = re.split(r"<lmql:(\w+)/>", prompt)
+    return chat.render([(None, parts[0]), *zip(parts[1::2], parts[2::2])])
+
+
 def raw_loop(llm, prompts, eog) -> list:
     """The plain loop: greedy, at most 11 tokens, stopping at an end-of-generation token or a newline."""
     out = []
@@ -110,9 +117,11 @@ def throughput(args) -> None:
     if args.threads:
         configs = {f"lpb batched {DEFAULT_SEQUENCES}, threads {d},{p}": (DEFAULT_SEQUENCES, (d, p))
                    for d, p in args.threads}
-    # lpb's own prompts (each call's whole interaction minus its answer) are what the raw loop sends
+    # lpb's own prompts (each call's whole interaction minus its answer), with LMQL's role tags rendered in
+    # the model's chat template as the engine renders them, are what the raw loop sends
     reference = asyncio.run(lpb_answers(test, handle, population, batch, 1))
-    prompts = [r.prompt[:len(r.prompt) - len(r.variables["ANSWER"])] for r in reference]
+    chat = handle.models[0].chat
+    prompts = [rendered_chat(r.prompt[:len(r.prompt) - len(r.variables["ANSWER"])], chat) for r in reference]
     calls = len(prompts)
     default_threads = (engine.n_threads, engine.n_threads_batch)
     # the issue's baseline is the raw loop on one thread; beside it, the raw loop with lpb's own threads
@@ -153,7 +162,8 @@ def throughput(args) -> None:
         ratio = statistics.median(r / v for r, v in zip(seconds[baseline], values))
         unlike = mismatches.get(name, "-")
         print(f"| {name} | {calls / statistics.median(values):.2f} | {ratio:.2f} | {unlike} |")
-    print(f"raw loop answers equal to lpb's: {min(raw_agree)}/{calls} (the raw loop runs without flash attention)")
+    print(f"raw loop answers equal to lpb's: {min(raw_agree)}/{calls} (the raw loop runs without flash attention, "
+          "which changes some greedy answers)")
 
 
 # ---------------------------------------------------------------------------------------------------------

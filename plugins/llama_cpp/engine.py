@@ -40,7 +40,8 @@ from lpb_plugins.llama_cpp.kv_cache import SequenceCache
 __all__ = ["DEFAULT_SEQUENCES", "MIN_TOKENS_BEFORE_PREEMPT", "IGNORED_DECODER_OPTIONS", "LlamaEngine"]
 
 # Sequences decoded together by default, and so the queries lpb runs at once in-process: measured with
-# benchmarks/bench_throughput.py on 2 cores, 16 did 1.66x the raw loop's fitness calls per second, 8 1.41x.
+# benchmarks/bench_throughput.py on 2 cores, 8 and 16 did 1.47x and 1.30x the one-thread raw loop's fitness
+# calls per second (medians; within the noise of each other), 4 1.26x.
 DEFAULT_SEQUENCES = 16
 
 # Tokens a generation must have produced before a request that continues its sequence ends it (the
