@@ -2,11 +2,12 @@
 
 Why: the engine keeps flash attention on so that a sequence's logits do not depend on how its tokens were
 split into decode calls (`plugins/llama_cpp/llama_context.py`).  This measures what that costs: the
-per-token time of a 32-token prompt pass and of a decoding step of 16 sequences x 1 token, after 0, 200
-and 400 tokens of history, with flash attention on (the engine) and off, and checks whether logits stay
-bit-identical across splits with it off.
+per-token time of a 32-token prompt pass, of a decoding step of 16 sequences x 1 token and of a step of
+one token, after 0, 200 and 400 tokens of history, with flash attention on (the engine) and off, and
+checks whether logits stay bit-identical across splits with it off.  The per-token costs of the three
+kinds of pass also bound what batching can gain over a one-sequence loop (benchmarks/README.md).
 
-    python benchmarks/bench_pass_cost.py [--history 0 200 400] [--rounds 3] [--threads 2]
+    python benchmarks/bench_pass_cost.py [--history 0 200 400] [--rounds 3] [--threads 2] [--model F.gguf]
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ N_SEQ = 16
 PROMPT_TOKENS = 32
 
 
-def open_context(flash_attention: bool, threads: int):
+def open_context(flash_attention: bool, threads: int, model: str = "smollm2"):
     import llama_cpp
 
     from lpb_plugins.llama_cpp import llama_context
-    from lpb_plugins.llama_cpp.model_files import embedded_model_path
+    from lpb_plugins.llama_cpp.model_files import resolve_gguf
 
     # LlamaContext always enables flash attention (its determinism needs it); the "off" row overrides it here.
     make_context = llama_cpp.llama_init_from_model
@@ -38,7 +39,7 @@ def open_context(flash_attention: bool, threads: int):
 
     llama_cpp.llama_init_from_model = init_from_model
     try:
-        return llama_context.LlamaContext(embedded_model_path(), n_seq=N_SEQ, n_ctx=1024,
+        return llama_context.LlamaContext(resolve_gguf(model), n_seq=N_SEQ, n_ctx=1024,
                                           n_batch=llama_context.MAX_UBATCH, n_threads=threads,
                                           n_threads_batch=threads)
     finally:
@@ -83,15 +84,17 @@ def main() -> None:
     parser.add_argument("--history", type=int, nargs="+", default=[0, 200, 400])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="smollm2", help="a GGUF file (default: the embedded model)")
     args = parser.parse_args()
     rng = random.Random(0)
-    tokens = [rng.randrange(1000, 40000) for _ in range(max(args.history) + 2 * PROMPT_TOKENS)]
+    split_check = 7 * PROMPT_TOKENS + 8  # tokens decoded for the logits comparison
+    tokens = [rng.randrange(1000, 40000) for _ in range(max(max(args.history) + 2 * PROMPT_TOKENS, split_check))]
 
     print("| flash attention | history | 32-token prompt pass, ms/token | 16 sequences x 1 token, ms/token "
-          "| logits after 232 tokens decoded as 7 x 32 + 8 vs 7 x 32 + 8 x 1 (max abs difference) |")
-    print("| --- | --- | --- | --- | --- |")
+          "| 1 token, ms | logits after 232 tokens decoded as 7 x 32 + 8 vs 7 x 32 + 8 x 1 (max abs difference) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for flash_attention in (True, False):
-        ctx = open_context(flash_attention, args.threads)
+        ctx = open_context(flash_attention, args.threads, args.model)
         try:
             whole = last_logits(ctx, tokens, [PROMPT_TOKENS] * 7 + [8])
             split = last_logits(ctx, tokens, [PROMPT_TOKENS] * 7 + [1] * 8)
@@ -100,8 +103,9 @@ def main() -> None:
                 prompt = statistics.median(timed_pass(ctx, tokens, history, 1, PROMPT_TOKENS)
                                            for _ in range(args.rounds))
                 step = statistics.median(timed_pass(ctx, tokens, history, N_SEQ, 1) for _ in range(args.rounds))
+                single = statistics.median(timed_pass(ctx, tokens, history, 1, 1) for _ in range(args.rounds))
                 print(f"| {'on' if flash_attention else 'off'} | {history} | {prompt * 1e3:.2f} | "
-                      f"{step * 1e3:.2f} | {difference:.3g} |", flush=True)
+                      f"{step * 1e3:.2f} | {single * 1e3:.2f} | {difference:.3g} |", flush=True)
         finally:
             ctx.close()
 

@@ -1,6 +1,6 @@
 """Fitness throughput of the in-process engine, and how a breed shares the CPU.
 
-    python benchmarks/bench_throughput.py [--units 8] [--items 10] [--batch 2 4 8 16] [--rounds 3]
+    python benchmarks/bench_throughput.py [--units 8] [--items 10] [--batch 2 4 8 16] [--rounds 3] [--model F.gguf]
     python benchmarks/bench_throughput.py --threads 1,1 1,2 2,2      # (decode, prompt) threads, batched
     python benchmarks/bench_throughput.py --breeds 2                 # determinism and contention of a small breed
 
@@ -10,7 +10,9 @@
      prefix of the previous call, stopping where the template's constraints stop the answer), on one
      thread (the issue's baseline) and with the engine's thread counts;
    * lpb sequential: lpb's fitness evaluation with one query at a time;
-   * lpb batched N: the same with N queries at once, decoded together by the engine.
+   * lpb batched N: the same with N queries at once, decoded together by the engine;
+   * llama.cpp alone: the tokens lpb decoded (its prompts and the answers it produced), decoded in waves
+     of the engine's sequences with no interpreter and no scheduling: what llama.cpp itself allows.
    Every configuration starts from an empty KV cache; they run interleaved, round after round, so a
    drift in machine speed hits them alike.  Reported: calls/s (median over rounds) and the median of each
    round's ratio to raw.  lpb's answers must be the same in every configuration.
@@ -55,14 +57,14 @@ PROMPTS = ["What is the sentiment of this review?", "Is this review positive or 
 MAX_ANSWER_TOKENS = 11  # the fitness template's len(TOKENS(ANSWER)) < 12
 
 
-def fitness_setup(units: int, items: int, n_seq: int):
+def fitness_setup(units: int, items: int, n_seq: int, model: str = "smollm2"):
     day_care = load_day_care(DAY_CARE).for_task(TASK)
     task = day_care.task(TASK)
     plugins = load_plugins()
     scorer = plugins.scorers.get(task.scorer_type)(**task.scorer_params)
     test = FitnessTest(day_care, task, scorer, load_suite(task.suite_path, task), ("no_cot",))
     settings = BreedSettings(task=TASK, day_care_dir=DAY_CARE, is_async=True, client_batch_size=n_seq)
-    handle = plugins.backends.get("llama.cpp").open("smollm2", settings)
+    handle = plugins.backends.get("llama.cpp").open(model, settings)
     if not 0 < units <= len(PROMPTS):
         raise SystemExit(f"--units: 1 to {len(PROMPTS)}")
     population = [Unit(id=f"u{k}", prompts={"task_prompt": PROMPTS[k]}, mutation_prompt="-") for k in range(units)]
@@ -83,6 +85,75 @@ async def lpb_answers(test, handle, population, batch, concurrency: int) -> list
 
     await run_all(answer(u, i) for u in population for i in batch.indices)
     return [answers[u.id, i] for u in population for i in batch.indices]
+
+
+def recorded_requests(engine):
+    """Wrap ``engine.generate`` to record each request's prompt ids and the tokens it produced."""
+    requests = []
+    generate = engine.generate
+
+    async def recording(ids, **options):
+        produced = []
+        requests.append((list(ids), produced))
+        async for item in generate(ids, **options):
+            produced.append(item["token"])
+            yield item
+
+    engine.generate = recording
+    return requests
+
+
+def llama_cpp_alone(context, requests, n_seq: int) -> tuple[int, int]:
+    """The engine's work for ``requests`` with no interpreter and no scheduling: llama.cpp alone.
+
+    Waves of ``n_seq`` requests: the prompt of the first request of each group sharing a prefix is decoded,
+    copied to the others of its group (as the engine's cache does) and their suffixes decoded, all in
+    one call per phase; then each step decodes the next produced token of every request still
+    producing, one token per sequence (generation cannot batch a sequence's own tokens), logits only
+    where a token is chosen.  The tokens are the ones lpb produced, so the work is the same as lpb's.
+    Returns how many of the chosen positions' greedy tokens equal lpb's, and how many there are.
+    """
+    import numpy as np
+
+    from lpb_plugins.llama_cpp.batch import Span
+    from lpb_plugins.llama_cpp.kv_cache import common_prefix
+
+    agree = outputs = 0
+
+    def decode(pairs):
+        """Decode (span, the token lpb chose after it) pairs in calls of at most n_batch tokens."""
+        nonlocal agree, outputs
+        chunk, size = [], 0
+        for pair in pairs + [None]:
+            if chunk and (pair is None or size + len(pair[0].tokens) > context.n_batch):
+                context.decode([span for span, _ in chunk])
+                for span, chosen in chunk:
+                    agree += int(np.argmax(context.logits(span.rows[-1]))) == chosen
+                outputs += len(chunk)
+                chunk, size = [], 0
+            if pair is not None:
+                chunk.append(pair)
+                size += len(pair[0].tokens)
+
+    context.clear()
+    for first in range(0, len(requests), n_seq):
+        wave = requests[first:first + n_seq]
+        leaders, followers = [], []
+        for seq, (ids, _) in enumerate(wave):
+            shared = max(((common_prefix(ids, wave[lead][0]), lead) for lead in leaders), default=(0, None))
+            (followers.append((seq, *shared)) if shared[0] else leaders.append(seq))
+        for seq in range(len(wave)):
+            context.keep_prefix(seq, 0)
+        decode([(Span(seq, wave[seq][0], 0, [len(wave[seq][0]) - 1]), wave[seq][1][0]) for seq in leaders])
+        for seq, shared, lead in followers:
+            context.copy_sequence(lead, seq)
+            context.keep_prefix(seq, shared)
+        decode([(Span(seq, wave[seq][0][shared:], shared, [len(wave[seq][0]) - shared - 1]), wave[seq][1][0])
+                for seq, shared, _ in followers])
+        for step in range(max(len(produced) for _, produced in wave) - 1):
+            decode([(Span(seq, [produced[step]], len(ids) + step, [0]), produced[step + 1])
+                    for seq, (ids, produced) in enumerate(wave) if step < len(produced) - 1])
+    return agree, outputs
 
 
 def rendered_chat(prompt: str, chat) -> str:
@@ -111,7 +182,7 @@ def throughput(args) -> None:
     from llama_cpp import Llama
 
     batches = sorted(set(args.batch))
-    test, handle, population, batch = fitness_setup(args.units, args.items, max(batches + [DEFAULT_SEQUENCES]))
+    test, handle, population, batch = fitness_setup(args.units, args.items, max(batches + [DEFAULT_SEQUENCES]), args.model)
     engine = handle.models[0].engine
     configs = {"lpb sequential": 1, **{f"lpb batched {n}": n for n in batches}}
     if args.threads:
@@ -119,7 +190,9 @@ def throughput(args) -> None:
                    for d, p in args.threads}
     # lpb's own prompts (each call's whole interaction minus its answer), with LMQL's role tags rendered in
     # the model's chat template as the engine renders them, are what the raw loop sends
+    requests = recorded_requests(engine)
     reference = asyncio.run(lpb_answers(test, handle, population, batch, 1))
+    del engine.generate  # the engine's own method again
     chat = handle.models[0].chat
     prompts = [rendered_chat(r.prompt[:len(r.prompt) - len(r.variables["ANSWER"])], chat) for r in reference]
     calls = len(prompts)
@@ -134,7 +207,8 @@ def throughput(args) -> None:
     print(f"{calls} fitness calls ({args.units} units x {args.items} items); engine: {engine.n_seq} sequences, "
           f"threads {default_threads}")
 
-    seconds = {name: [] for name in [*raws, *configs]}
+    alone = f"llama.cpp alone, waves of {engine.n_seq}"
+    seconds = {name: [] for name in [*raws, *configs, alone]}
     mismatches = {name: 0 for name in configs}
     raw_agree = []
     for round_number in range(args.rounds):
@@ -153,6 +227,16 @@ def throughput(args) -> None:
             seconds[name].append(time.perf_counter() - started)
             mismatches[name] += sum(a.variables != b.variables for a, b in zip(results, reference))
         engine.set_threads(*default_threads)
+
+        def work_alone():
+            engine.context.set_threads(*default_threads)
+            started = time.perf_counter()
+            agreement = llama_cpp_alone(engine.context, requests, engine.n_seq)
+            return time.perf_counter() - started, agreement
+
+        spent, alone_agree = engine.run_sync(work_alone)
+        seconds[alone].append(spent)
+        engine.clear_cache()
         print(f"round {round_number + 1}: " + ", ".join(f"{n} {calls / s[-1]:.2f}/s" for n, s in seconds.items()),
               flush=True)
 
@@ -162,6 +246,8 @@ def throughput(args) -> None:
         ratio = statistics.median(r / v for r, v in zip(seconds[baseline], values))
         unlike = mismatches.get(name, "-")
         print(f"| {name} | {calls / statistics.median(values):.2f} | {ratio:.2f} | {unlike} |")
+    print("llama.cpp alone's greedy token equals the token lpb chose at {} of {} outputs (lpb's constraints can "
+          "mask the greedy one)".format(*alone_agree))
     print(f"raw loop answers equal to lpb's: {min(raw_agree)}/{calls} (the raw loop runs without flash attention, "
           "which changes some greedy answers)")
 
@@ -234,6 +320,7 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=10)
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="smollm2", help="a GGUF file for both lpb and the raw loop (default: the embedded model)")
     parser.add_argument("--threads", type=thread_pair, nargs="+", help="(decode,prompt) thread pairs to compare")
     parser.add_argument("--breeds", type=int, default=0, help="rounds of the determinism/contention breeds")
     args = parser.parse_args(argv)
