@@ -87,8 +87,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2", help="a GGUF file (default: the embedded model)")
     args = parser.parse_args()
     rng = random.Random(0)
-    split_check = 7 * PROMPT_TOKENS + 8  # tokens decoded for the logits comparison
-    tokens = [rng.randrange(1000, 40000) for _ in range(max(max(args.history) + 2 * PROMPT_TOKENS, split_check))]
+    whole_chunks = [PROMPT_TOKENS] * 7 + [8]  # the logits comparison: these decode calls ...
+    split_chunks = [PROMPT_TOKENS] * 7 + [1] * 8  # ... against these, over the same tokens
+    tokens = [rng.randrange(1000, 40000)
+              for _ in range(max(max(args.history) + 2 * PROMPT_TOKENS, sum(whole_chunks)))]
 
     print("| flash attention | history | 32-token prompt pass, ms/token | 16 sequences x 1 token, ms/token "
           "| 1 token, ms | logits after 232 tokens decoded as 7 x 32 + 8 vs 7 x 32 + 8 x 1 (max abs difference) |")
@@ -96,8 +98,8 @@ def main() -> None:
     for flash_attention in (True, False):
         ctx = open_context(flash_attention, args.threads, args.model)
         try:
-            whole = last_logits(ctx, tokens, [PROMPT_TOKENS] * 7 + [8])
-            split = last_logits(ctx, tokens, [PROMPT_TOKENS] * 7 + [1] * 8)
+            whole = last_logits(ctx, tokens, whole_chunks)
+            split = last_logits(ctx, tokens, split_chunks)
             difference = float(np.abs(whole - split).max())
             for history in args.history:
                 prompt = statistics.median(timed_pass(ctx, tokens, history, 1, PROMPT_TOKENS)
