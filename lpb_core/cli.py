@@ -286,7 +286,7 @@ ITEM_SETS = ("test", "validation", "train", "all")
 @option("endpoint", multiple=True, help="host:port of an `lpb serve` model server (repeatable).")
 @option("api_base", default=None, help="As for lpb breed.")
 @option("tokenizer", default=None, help="As for lpb breed.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (with every item's outcome).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with every item's answer and outcome).")
 @option("verbose", "-v", is_flag=True, default=False, help="Tracebacks on errors.")
 def eval_command(**options):
     """Score prompts on a task's held-out items, with a 95 % interval and paired comparisons."""
@@ -300,6 +300,11 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
     from lpb_core.daycare import load_day_care
     from lpb_core.evaluate import evaluate, prompt_units, run_units, settings_of_run
 
+    given = (("--suite", suite), ("--test-suite", options.get("test_suite")),
+             ("--fitness-test-suite", options.get("fitness_test_suite")), *(("--prompts-file", p) for p in prompts_files))
+    for option, path in given:
+        if path is not None and not path.is_file():  # named by the option it was given with
+            raise InputError("command line", f"no file at {str(path)!r}", option)
     changes = {k: v for k, v in options.items() if v is not None}
     changes.update(test_cot=test_cot, test_no_cot=test_nocot, endpoints=endpoint or None, task=task,
                    day_care_dir=day_care_dir)
@@ -324,13 +329,16 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    click.echo(f"{len(result['prompts'])} prompt(s) on {result['item_count']} {result['items']} items of task "
-               f"{result['task']!r}, {result['model']}:")
+    which = f"all {result['item_count']}" if result["items"] == "all" else f"{result['item_count']} {result['items']}"
+    click.echo(f"{len(result['prompts'])} prompt(s) on {which} items of task {result['task']!r}, {result['model']}:")
     for number, row in enumerate(result["prompts"], 1):
         low, high = row["interval_95"]
         text = " | ".join(row["prompts"].values())
-        extra = f" + {row['context']} examples" if row["context"] else ""
+        extra = f" + {row['context']} example{'s' * (row['context'] != 1)}" if row["context"] else ""
         click.echo(f"  {number}. {row['accuracy']:.3f} [{low:.3f}, {high:.3f}]  {row['label']}{extra}: {text}")
+        if row["unreadable"]:  # a prompt the model answers off-format looks merely bad without this
+            click.echo(f"     {row['unreadable']} of {len(row['answers'])} answers were unreadable to the scorer "
+                       "(scored as wrong; --json lists every answer)")
     for number, comparison in enumerate(result["comparisons"], 2):
         click.echo(f"  {number} vs 1: {comparison['sentence']}")
 

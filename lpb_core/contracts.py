@@ -106,8 +106,9 @@ def _expected(method: str, params: tuple[str, ...], is_async: bool) -> str:
 
 
 def _method_problems(obj: Any, method: str, params: tuple[str, ...], is_async: bool = False,
-                     bound: bool = True) -> list[str]:
-    """Whether ``obj.method`` exists, is async exactly when it must be, and (when bound) takes ``params``."""
+                     built: bool = False) -> list[str]:
+    """Whether ``obj.method`` exists, is async exactly when it must be, and takes ``params``. ``built``: ``obj``
+    is a class lpb makes instances of, so its plain methods take ``self`` first."""
     function = getattr(obj, method, None)
     expected = _expected(method, params, is_async)
     if function is None:
@@ -116,13 +117,13 @@ def _method_problems(obj: Any, method: str, params: tuple[str, ...], is_async: b
         return [f"{method} is {function!r:.40}, not a method (expected {expected})"]
     if inspect.iscoroutinefunction(function) != is_async:
         return [f"{method} must {'' if is_async else 'not '}be async (expected {expected})"]
-    if bound:
-        try:
-            inspect.signature(function).bind(*params)
-        except TypeError:
-            return [f"{method} cannot be called as {method}({', '.join(params)}) (expected {expected})"]
-        except ValueError:  # no signature to read (a builtin): trust it
-            pass
+    unbound = built and not isinstance(inspect.getattr_static(obj, method), (staticmethod, classmethod))
+    try:
+        inspect.signature(function).bind(*(("self",) if unbound else ()), *params)
+    except TypeError:
+        return [f"{method} cannot be called as {method}({', '.join(params)}) (expected {expected})"]
+    except ValueError:  # no signature to read (a builtin): trust it
+        pass
     return []
 
 
@@ -169,9 +170,9 @@ def check_scorer(scorer_class: Any) -> list[str]:
         else:
             problems += _unbuildable(scorer_class, schema)
     for method, params in (("is_correct", ("answer", "gold")), ("score", ("answers", "golds"))):
-        problems += _method_problems(scorer_class, method, params, bound=False)
+        problems += _method_problems(scorer_class, method, params, built=True)
     if hasattr(scorer_class, "can_read"):
-        problems += _method_problems(scorer_class, "can_read", ("answer",), bound=False)
+        problems += _method_problems(scorer_class, "can_read", ("answer",), built=True)
     return problems
 
 

@@ -18,7 +18,7 @@ from lpb_core.errors import BreedError, ModelError, PluginFailure
 from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
 from lpb_core.fitness import FitnessTest, Minibatch
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
-from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
+from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt, mutation_problem
 from lpb_core.retry import CallFailed
 from lpb_core.settings import BreedSettings
 from lpb_core.units import SEED, TASK_DESCRIPTION, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
@@ -272,7 +272,12 @@ async def mutate(operator, ctx: MutationContext) -> Mutation | None:
         raise
     except Exception as exc:
         raise PluginFailure.raised("mutation operator", operator.name, exc) from exc
-    if isinstance(mutation, Mutation) or (mutation is None and getattr(operator, "stage", None) == POST):
+    if isinstance(mutation, Mutation):
+        problem = mutation_problem(mutation, ctx.prompt_fields)
+        if problem:
+            raise PluginFailure("mutation operator", operator.name, problem)
         return mutation
+    if mutation is None and getattr(operator, "stage", None) == POST:
+        return None
     raise PluginFailure("mutation operator", operator.name,
                         f"returned {mutation!r:.80} instead of a lpb_core.operators.Mutation")

@@ -36,6 +36,8 @@ class Scored:
     candidate: Candidate
     fitness: float
     correct: tuple[bool, ...]  # every variant's per-item outcomes, variant after variant
+    answers: tuple[str, ...] = ()  # the answers read, in the same order
+    unreadable: int = 0  # answers the scorer could not read
 
     @property
     def accuracy(self) -> Accuracy:
@@ -132,7 +134,8 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         "variants": list(settings.variants),
         "prompts": [{"label": s.candidate.label, "prompts": dict(s.candidate.unit.prompts),
                      "context": len(s.candidate.unit.context), "fitness": s.fitness, "accuracy": s.accuracy.value,
-                     "interval_95": list(s.accuracy.interval), "correct": list(s.correct)} for s in scored],
+                     "interval_95": list(s.accuracy.interval), "correct": list(s.correct),
+                     "answers": list(s.answers), "unreadable": s.unreadable} for s in scored],
         "comparisons": [{"a": s.candidate.label, "b": baseline.candidate.label,
                          **compare(s.correct, baseline.correct).to_dict(),
                          "sentence": compare(s.correct, baseline.correct).sentence("items")}
@@ -148,5 +151,6 @@ async def _score_all(fitness: FitnessTest, handle, settings: BreedSettings, cand
         evaluations = await run_all(fitness.evaluate_items(c.unit, batch, model) for c in candidates)
     finally:
         await model.aclose()
-    return [Scored(c, e.unit.fitness, tuple(x for v in fitness.variants for x in e.correct[v]))
+    return [Scored(c, e.unit.fitness, tuple(x for v in fitness.variants for x in e.correct[v]),
+                   tuple(a for v in fitness.variants for a in e.answers[v]), e.unreadable)
             for c, e in zip(candidates, evaluations)]

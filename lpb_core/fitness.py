@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import random
 
 import attrs
@@ -69,17 +71,19 @@ def split(suite_size: int, settings: BreedSettings, held_out: int = 0) -> Split:
 
 @attrs.frozen
 class Evaluation:
-    """A unit scored on a minibatch, with each item's outcome (for paired comparisons)."""
+    """A unit scored on a minibatch, with each item's outcome (for paired comparisons) and answer."""
 
     unit: Unit
     correct: dict  # variant -> tuple of bools, in the minibatch's item order
+    answers: dict = attrs.field(factory=dict)  # variant -> tuple of the answers read, in the same order
+    unreadable: int = 0  # answers the scorer could not read (scored as wrong)
 
 
 def unit_arguments(task: Task, unit: Unit, variant: str) -> dict:
     """What the fitness template receives besides the suite item's fields: the unit's prompts and few-shot
     examples, the variant, the task description and the fixed system prompt."""
     args = {**unit.prompts, "CoT": variant == "cot", "task_description": task.description,
-            "examples": [f"{w.question}\n{w.reasoning}\n{w.answer}".strip() for w in unit.context]}
+            "examples": [w.as_example() for w in unit.context]}
     if task.fixed_system_prompt is not None:
         args["system_prompt"] = task.fixed_system_prompt
     return args
@@ -131,7 +135,9 @@ class FitnessTest:
 
         outcomes = await run_all(answer(i, v) for v in self.variants for i in batch.indices)
         try:
-            scores, correct, workings, unreadable = self.judge(outcomes)
+            scores, correct, answers, workings, unreadable = self.judge(outcomes)
+        except PluginFailure:
+            raise
         except Exception as exc:  # the scorer is a plugin: its failure names it
             raise PluginFailure.raised("fitness scorer", self.task.scorer_type, exc) from exc
         failed = sum(variables is None for _, _, variables in outcomes)
@@ -140,12 +146,12 @@ class FitnessTest:
         fitness = round(sum(scores.values()) / len(scores), 6)
         scored = attrs.evolve(unit, fitness=fitness, scores=scores, scored_on=batch.id,
                               workings=teaching_material(workings, MAX_WORKINGS))
-        return Evaluation(unit=scored, correct=correct)
+        return Evaluation(unit=scored, correct=correct, answers=answers, unreadable=unreadable)
 
-    def judge(self, outcomes) -> tuple[dict, dict, list[Working], int]:
-        """The scorer's verdict on each variant's answers: scores, per-item correctness, correct workings and
-        unreadable answers."""
-        scores, correct, workings, unreadable = {}, {}, [], 0
+    def judge(self, outcomes) -> tuple[dict, dict, dict, list[Working], int]:
+        """The scorer's verdict on each variant's answers: scores, per-item correctness, the answers, correct
+        workings and unreadable answers."""
+        scores, correct, answered, workings, unreadable = {}, {}, {}, [], 0
         can_read = getattr(self.scorer, "can_read", lambda answer: True)
         for variant in self.variants:
             answers, golds, right = [], [], []
@@ -167,6 +173,11 @@ class FitnessTest:
                     workings.append(Working(question=self.question_text(item),
                                             reasoning=str(variables.get(self.task.reasoning_variable, "")).strip(),
                                             answer=response.strip()))
-            scores[variant] = round(float(self.scorer.score(answers, golds)), 6)
+            score = self.scorer.score(answers, golds)
+            if not isinstance(score, numbers.Real) or math.isnan(score):
+                raise PluginFailure("fitness scorer", self.task.scorer_type,
+                                    f"score returned {score!r:.60} instead of a number")
+            scores[variant] = round(float(score), 6)
             correct[variant] = tuple(right)
-        return scores, correct, workings, unreadable
+            answered[variant] = tuple(answers)
+        return scores, correct, answered, workings, unreadable

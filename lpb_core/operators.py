@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -36,6 +37,35 @@ class Mutation:
     # JSON-ready facts worth keeping (e.g. the hyper-mutation prompt used): recorded with the child's
     # birth in generation_NNN.json, under births[].notes[<operator name>].
     notes: dict = attrs.field(factory=dict)
+
+
+def mutation_problem(mutation: Mutation, prompt_fields: tuple[str, ...]) -> str | None:
+    """What makes an operator's Mutation unusable (a misspelt prompt field would silently change nothing),
+    or None."""
+    prompts = mutation.prompts
+    if prompts is not None:
+        if not isinstance(prompts, dict):
+            return f"returned prompts={prompts!r:.60}, not a dict of prompt field to text"
+        unknown = [k for k in prompts if k not in prompt_fields]
+        if unknown:
+            return (f"returned prompts for {', '.join(map(repr, unknown))}, which this day care has no prompt field "
+                    f"for (its prompt fields: {', '.join(prompt_fields)})")
+        for field, text in prompts.items():
+            if text is not None and not isinstance(text, str):
+                return f"returned prompts[{field!r}] = {text!r:.60}, not a string"
+    if mutation.mutation_prompt is not None and not isinstance(mutation.mutation_prompt, str):
+        return f"returned mutation_prompt={mutation.mutation_prompt!r:.60}, not a string"
+    context = mutation.context
+    if context is not None and (not isinstance(context, (tuple, list)) or
+                                not all(isinstance(w, Working) for w in context)):
+        return f"returned context={context!r:.60}, not a tuple of lpb_core.units.Working"
+    if not isinstance(mutation.notes, dict):
+        return f"returned notes={mutation.notes!r:.60}, not a dict"
+    try:
+        json.dumps(mutation.notes)
+    except (TypeError, ValueError) as exc:
+        return f"returned notes that cannot be written as JSON ({exc})"
+    return None
 
 
 @attrs.frozen

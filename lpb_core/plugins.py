@@ -10,6 +10,8 @@ contract (``lpb_core.contracts``) as it is registered. Problems are collected, n
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
+import re
 import traceback
 from typing import Any, Iterable
 
@@ -25,6 +27,14 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 class UnknownNameError(InputError):
     """A name given by the user that no plugin registered."""
+
+
+class DuplicateName(PluginError):
+    """Two plugins registered the same name: a problem of both, since either may be the one to change."""
+
+    def __init__(self, message: str, plugins: tuple[str, str]):
+        super().__init__(message)
+        self.plugins = plugins
 
 
 @attrs.frozen
@@ -66,12 +76,13 @@ class Registry:
                               "(give it a unique `name` string)")
         missing = CHECKS[self.kind](obj)
         if missing:
-            raise PluginError(f"{plugin.origin}: {described}: {'; '.join(missing)} (see docs/plugins.md)")
+            raise PluginError(f"{plugin.origin}: {described}: {'; '.join(missing)} (contracts: lpb_core/contracts.py)")
         if name in self._objects:
-            raise PluginError(
-                f"{self.kind} {name!r} is registered by two plugins: "
-                f"{self._owners[name].name!r} and {plugin.name!r}; disable one with --disable-plugin"
-            )
+            first = self._owners[name]
+            raise DuplicateName(
+                f"{self.kind} {name!r} is registered by two plugins: {first.origin} and {plugin.origin}; rename "
+                f"it in one, or leave one out with --disable-plugin {first.name} or --disable-plugin {plugin.name} "
+                "(which drops everything that plugin registers)", (first.name, plugin.name))
         self._objects[name] = obj
         self._owners[name] = plugin
 
@@ -106,15 +117,19 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.problems: dict[str, list[str]] = {}  # plugin name -> what is wrong with it
+        self._listed_only: set[tuple[str, str]] = set()  # (plugin, problem) shown by `lpb plugins` but raised elsewhere
 
     def info(self, name: str) -> PluginInfo:
         return self.infos.get(name) or PluginInfo(name)
 
-    def problem(self, name: str, message: str) -> None:
+    def problem(self, name: str, message: str, listed_only: bool = False) -> None:
         self.problems.setdefault(name, []).append(message)
+        if listed_only:
+            self._listed_only.add((name, message))
 
     def errors(self) -> list[PluginError]:
-        return [PluginError(message) for messages in self.problems.values() for message in messages]
+        return [PluginError(message) for name, messages in self.problems.items() for message in messages
+                if (name, message) not in self._listed_only]
 
     def call_registration(self, hook_name: str, **kwargs: Any) -> None:
         """Call a registration hook through pluggy; an implementation that raises becomes its plugin's problem."""
@@ -162,6 +177,9 @@ class Registration:
         plugin = self.plugin or PluginInfo("unknown plugin")
         try:
             self.registry.add(obj, plugin)
+        except DuplicateName as exc:  # listed under both plugins, raised once
+            self.manager.problem(exc.plugins[0], str(exc), listed_only=True)
+            self.manager.problem(exc.plugins[1], str(exc))
         except PluginError as exc:  # kept, so every problem of every plugin is listed at once
             self.manager.problem(plugin.name, str(exc))
 
@@ -304,7 +322,7 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
         try:
             manager.register(ep.load(), name=ep.name)
         except Exception as exc:  # an import error, or pluggy refusing a hook implementation
-            manager.problem(ep.name, f"{info.origin}: cannot be loaded: {type(exc).__name__}: {exc}")
+            manager.problem(ep.name, f"{info.origin}: cannot be loaded: {one_line(exc)}")
     for plugin in extra_plugins:
         name, suffix = plugin_name(plugin), 1
         while manager.has_plugin(name) or name in manager.infos:
@@ -314,9 +332,20 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
         try:
             manager.register(plugin, name=name)
         except Exception as exc:
-            manager.problem(name, f"plugin {name}: cannot be registered: {type(exc).__name__}: {exc}")
+            manager.problem(name, f"plugin {name}: cannot be registered: {one_line(exc)}")
     _check_pending(manager)
     return manager
+
+
+def one_line(exc: Exception) -> str:
+    """An exception as one line; pluggy's refusal of an argument the hook does not pass adds those it does."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    hook = re.search(r"for hook '(\w+)'", text)
+    if isinstance(exc, pluggy.PluginValidationError) and hook and hasattr(hookspecs, hook.group(1)):
+        passed = ", ".join(inspect.signature(getattr(hookspecs, hook.group(1))).parameters)
+        if "can not be found in the hookspec" in text:
+            text += f" ({hook.group(1)} passes: {passed})"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _check_pending(manager: PluginManager) -> None:
@@ -327,7 +356,7 @@ def _check_pending(manager: PluginManager) -> None:
             return
         except pluggy.PluginValidationError as exc:
             name = manager.get_name(exc.plugin)
-            manager.problem(name, f"{manager.info(name).origin}: {exc}")
+            manager.problem(name, f"{manager.info(name).origin}: {one_line(exc)}")
             manager.unregister(exc.plugin)
 
 

@@ -99,8 +99,11 @@ def choose_operators(breeder: Breeder, plugins: PluginSet, asked: list[str] | No
             continue
         (post if getattr(operator, "stage", MUTATE) == POST else operators).append(operator)
     if not operators and not problems:
-        problems.append(InputError(breeder.path, "no mutation operator can run: none of "
-                                   f"{', '.join(names)} has a template here", "--operators"))
+        why = [f"{name} (stage 'post': runs only after an operator that makes the child)" for name in
+               (op.name for op in post)] + [f"{name} ({reason})" for name, reason in disabled.items()]
+        makers = [n for n, op in plugins.operators.items() if getattr(op, "stage", MUTATE) == MUTATE]
+        problems.append(InputError(breeder.path, f"no mutation operator can make children: {'; '.join(why)}; "
+                                   f"operators that make them: {', '.join(makers) or 'none registered'}", "--operators"))
     return OperatorChoice(operators, post, disabled, problems)
 
 

@@ -27,6 +27,10 @@ class Working:
     reasoning: str
     answer: str
 
+    def as_example(self) -> str:
+        """As the fitness template's ``examples`` show it."""
+        return f"{self.question}\n{self.reasoning}\n{self.answer}".strip()
+
 
 @attrs.frozen
 class Unit:
@@ -172,9 +176,10 @@ def contest_problem(contests, population) -> str | None:
             return f"returned {contest!r:.80} instead of a Contest"
         for role in ("winner", "loser"):
             unit_id = getattr(contest, role)
+            if isinstance(unit_id, Unit):
+                return f"returned a contest whose {role} is the unit {unit_id.id}, not its id (contests take unit ids)"
             if not isinstance(unit_id, str) or unit_id not in ids:
-                hint = " (contests take unit ids, not units)" if isinstance(unit_id, Unit) else ""
-                return f"returned a contest whose {role} {unit_id!r:.40} is not a unit of the population{hint}"
+                return f"returned a contest whose {role} {unit_id!r:.40} is not a unit id of the population"
         if contest.winner == contest.loser:
             return f"returned a contest that unit {contest.winner!r} both wins and loses"
         if contest.loser in losers:

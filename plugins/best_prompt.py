@@ -22,11 +22,17 @@ def best_unit(run: RunFiles) -> Unit:
 
 
 def as_text(run: RunFiles) -> str:
-    """The bare prompt; with several prompt fields, each under its name."""
-    prompts = best_unit(run).prompts
-    if len(prompts) == 1:
-        return next(iter(prompts.values()))
-    return "\n\n".join(f"{field}:\n{text}" for field, text in prompts.items())
+    """The bare prompt (with several prompt fields, each under its name), then the worked examples the
+    winner was scored with, if it has any: without them it is not the prompt that won."""
+    unit = best_unit(run)
+    prompts = unit.prompts
+    text = next(iter(prompts.values())) if len(prompts) == 1 else \
+        "\n\n".join(f"{field}:\n{value}" for field, value in prompts.items())
+    if not unit.context:
+        return text
+    examples = "\n\n".join(f"Example {n}:\n{w.as_example()}" for n, w in enumerate(unit.context, 1))
+    return (f"{text}\n\n--- and {len(unit.context)} worked example(s) from the training items, which the fitness "
+            f"template shows with it ---\n\n{examples}")
 
 
 def as_json(run: RunFiles) -> str:

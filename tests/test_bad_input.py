@@ -84,6 +84,11 @@ def test_unknown_operator(lpb, day_care):
                           "--operators", "'telepathy'", "lineage_mutation")
 
 
+def test_only_operators_that_run_after_another_say_so(lpb, day_care):
+    assert_one_line_error(breed(lpb, day_care, "--operators", "prompt_crossover"), "--operators",
+                          "prompt_crossover (stage 'post'", "operators that make them: ", "zero_order_prompt_gen")
+
+
 def test_unknown_selection_strategy(lpb, day_care):
     assert_one_line_error(breed(lpb, day_care, "--selection-strategy", "lottery"),
                           "--selection-strategy", "binary_tournament")

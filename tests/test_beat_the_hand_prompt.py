@@ -5,6 +5,7 @@ import asyncio
 import json
 
 import attrs
+import pytest
 
 from lpb_core.finals import choose_winner
 from lpb_core.fitness import Minibatch, Split
@@ -139,9 +140,14 @@ def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["item_count"] == 10 and [p["label"] for p in report["prompts"]] == ["--prompt 1", "--prompt 2"]
+    from lpb_plugins.scorers import Accuracy
+
+    scorer = Accuracy(labels=["positive", "negative"])  # the task's
     for row in report["prompts"]:
-        assert len(row["correct"]) == 10
+        assert len(row["correct"]) == len(row["answers"]) == 10
         assert row["accuracy"] == sum(row["correct"]) / 10
+        assert row["correct"] == [scorer.is_correct(a, g) for a, g in zip(row["answers"], golds(day_care, row))]
+        assert row["unreadable"] == sum(not scorer.can_read(a) for a in row["answers"])
         low, high = row["interval_95"]
         assert 0.0 <= low <= row["accuracy"] <= high <= 1.0
     (comparison,) = report["comparisons"]
@@ -153,6 +159,15 @@ def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care
     assert text.exit_code == 0, text.output
     assert "2 prompt(s) on 2 test items of task 'sentiment'" in text.output
     assert "2 vs 1: " in text.output and "[" in text.output
+    unreadable = json.loads(lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path",
+                                "random", "--prompt", MINE, "--json").output)["prompts"][0]["unreadable"]
+    assert (f"{unreadable} of 2 answers were unreadable to the scorer" in text.output) == (unreadable > 0)
+
+
+def golds(day_care, row) -> list[str]:
+    """The gold labels of the items a row of ``lpb eval --json --items all`` was scored on, in order."""
+    items = json.loads((day_care / "sentiment" / "fitness_test_suite.json").read_text())
+    return [item["gold_sentiment"] for item in items]
 
 
 def test_eval_of_a_run_reproduces_its_held_out_scores(lpb, day_care):
@@ -174,6 +189,14 @@ def test_eval_needs_something_to_score(lpb, day_care):
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random")
     assert result.exit_code == 2
     assert "nothing to score" in result.output
+
+
+@pytest.mark.parametrize("option", ["--suite", "--test-suite", "--fitness-test-suite", "--prompts-file"])
+def test_eval_names_the_option_whose_file_is_missing(lpb, day_care, option):
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                 "--prompt", "Positive or negative?", option, "nofile.json")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: command line: {option}: no file at 'nofile.json'"
 
 
 def test_a_separate_mutation_model_writes_the_prompts(day_care):

@@ -155,6 +155,21 @@ class NoScore:
         return True
 
 
+class OneArgumentIsCorrect(Scorer):
+    name = "one_argument"
+
+    def is_correct(self, answer):
+        return True
+
+
+class StaticScorer(Scorer):
+    name = "static"
+
+    @staticmethod
+    def score(answers, golds):
+        return 1.0
+
+
 class AsyncContests:
     name = "async_contests"
 
@@ -235,6 +250,8 @@ CASES = [
     ("lpb_register_fitness_scorers", BadSchema, "params_schema['type'] is not a valid JSON Schema"),
     ("lpb_register_fitness_scorers", NoSchema, "has no params_schema"),
     ("lpb_register_fitness_scorers", NoScore, "has no score method"),
+    ("lpb_register_fitness_scorers", OneArgumentIsCorrect, "is_correct cannot be called as is_correct(answer, gold) "
+                                                           "(expected def is_correct(self, answer, gold))"),
     ("lpb_register_fitness_scorers", Unbuildable, "params_schema allows 'beta', which cls(**params) does not accept"),
     ("lpb_register_selection_strategies", AsyncContests(), "contests must not be async"),
     ("lpb_register_selection_strategies", NoContests(), "has no contests method (expected def contests(self, "
@@ -285,6 +302,21 @@ def test_a_misspelt_hook_is_its_plugins_problem():
     assert "unknown hook 'lpb_register_operators'" in problem
     with pytest.raises(PluginError, match="lpb_register_operators"):
         load_plugins(extra_plugins=[module])
+
+
+def test_a_hook_argument_the_hook_does_not_pass_is_one_line_naming_the_arguments_it_does():
+    module = types.ModuleType("wrong_argument_plugin")
+    module.lpb_register_mutation_operators = hookimpl(lambda registrar: None)
+    [problem] = load_plugins(extra_plugins=[module], strict=False).manager.problems["wrong_argument_plugin"]
+    assert "\n" not in problem
+    assert problem.startswith("plugin wrong_argument_plugin: cannot be registered: PluginValidationError: ")
+    assert "{'registrar'}" in problem and problem.endswith("(lpb_register_mutation_operators passes: register)")
+
+
+def test_scorer_methods_may_be_plain_or_static_methods():
+    for scorer in (Scorer, StaticScorer):
+        plugins = load_plugins(extra_plugins=[plugin("lpb_register_fitness_scorers", scorer)])
+        assert plugins.scorers.get(scorer.name) is scorer
 
 
 class NeedsThreshold(Scorer):
@@ -354,5 +386,5 @@ def test_a_strategy_naming_an_unknown_unit_stops_the_breed_before_any_model_is_o
     assert result.exit_code == 2
     assert result.output.strip() == (
         "Error: selection strategy 'phantom' (plugin lpb-myplugins 0.1.0) returned a contest whose loser 'u9999' is "
-        "not a unit of the population on a trial population of 4 units (u0000 to u0003)")
+        "not a unit id of the population on a trial population of 4 units (u0000 to u0003)")
     assert opened == [] and not list((day_care / "sentiment").glob("RUN_*"))

@@ -144,7 +144,7 @@ def test_strategy_returning_an_unknown_unit_is_caught_before_anything_is_spent(d
     with pytest.raises(RunFailed) as failed:
         breed(settings(day_care, selection_strategy="unknown_loser"), extra_plugins=[Plugin(strategies=[UnknownLoser()])])
     assert failed.value.reason == ("selection strategy 'unknown_loser' (plugin tests.test_plugin_failures.Plugin) "
-                                   "returned a contest whose loser 'u9999' is not a unit of the population in "
+                                   "returned a contest whose loser 'u9999' is not a unit id of the population in "
                                    "generation 2")
     assert AppendPlease.generations == [1]  # no child was made for generation 2's contests
     assert failed.value.run_number == 0
@@ -161,8 +161,8 @@ def test_strategy_returning_units_instead_of_ids_is_refused_before_any_model_is_
     with pytest.raises(PluginError) as error:
         breed(settings(day_care, selection_strategy="returns_units"), extra_plugins=[Plugin(strategies=[ReturnsUnits()])])
     assert "selection strategy 'returns_units' (plugin tests.test_plugin_failures.Plugin) returned a contest whose " \
-           "winner Unit(" in str(error.value)
-    assert "(contests take unit ids, not units) on a trial population of 2 units (u0000 to u0001)" in str(error.value)
+           "winner is the unit u0000, not its id" in str(error.value)
+    assert "(contests take unit ids) on a trial population of 2 units (u0000 to u0001)" in str(error.value)
     assert not list((day_care / "sentiment").glob("RUN_*"))
 
 
@@ -175,6 +175,16 @@ class DividingScorer:
 
     def score(self, answers, golds):
         return 0.0
+
+
+class WordyScorer(DividingScorer):
+    name = "wordy"
+
+    def is_correct(self, answer, gold):
+        return True
+
+    def score(self, answers, golds):
+        return "high"
 
 
 class RaisingFilter:
@@ -216,7 +226,10 @@ class RaisingBackend:
     (dict(loggers=["raising_logger"]), dict(loggers=[RaisingLogger]),
      "logger 'raising_logger' (plugin tests.test_plugin_failures.Plugin), in lpb_generation_finished, raised "
      "ValueError: disk full in generation 1"),
-], ids=["scorer", "similarity_filter", "logger"])
+    (dict(task_scorer="wordy"), dict(scorers=[WordyScorer]),
+     "fitness scorer 'wordy' (plugin tests.test_plugin_failures.Plugin) score returned 'high' instead of a number "
+     "in generation 0"),
+], ids=["scorer", "similarity_filter", "logger", "scorer_result"])
 def test_a_plugin_method_that_raises_is_named(day_care, changes, objects, expected):
     if "task_scorer" in changes:
         task_file = day_care / "sentiment" / "task_description.json"
@@ -256,6 +269,39 @@ def test_an_operator_returning_something_else_than_a_mutation_is_named(day_care)
     assert failed.value.reason.startswith("mutation operator 'wrong_result' (plugin ")
     assert failed.value.reason.endswith(") returned 'a better prompt' instead of a lpb_core.operators.Mutation in "
                                         "generation 1")
+
+
+class ReturnsThis:
+    name = "returns_this"
+    templates = ()
+
+    def __init__(self, mutation):
+        self.mutation = mutation
+
+    async def mutate(self, ctx):
+        return self.mutation
+
+
+@pytest.mark.parametrize("mutation, problem", [
+    (Mutation(prompts={"taskprompt": "Be brief."}), "returned prompts for 'taskprompt', which this day care has no "
+                                                    "prompt field for (its prompt fields: task_prompt)"),
+    (Mutation(prompts={"task_prompt": 42}), "returned prompts['task_prompt'] = 42, not a string"),
+    (Mutation(prompts="Be brief."), "returned prompts='Be brief.', not a dict of prompt field to text"),
+    (Mutation(context=("a worked example",)), "returned context=('a worked example',), not a tuple of "
+                                              "lpb_core.units.Working"),
+    (Mutation(prompts={"task_prompt": "Be brief."}, notes={"seen": object()}),
+     "returned notes that cannot be written as JSON (Object of type object is not JSON serializable)"),
+])
+def test_an_operators_unusable_mutation_is_named_with_what_is_wrong(day_care, mutation, problem):
+    class Plugin:
+        @hookimpl
+        def lpb_register_mutation_operators(self, register):
+            register(ReturnsThis(mutation))
+
+    with pytest.raises(RunFailed) as failed:
+        breed(settings(day_care, operators=["returns_this"]), extra_plugins=[Plugin()])
+    assert failed.value.reason.startswith("mutation operator 'returns_this' (plugin ")
+    assert failed.value.reason.endswith(f") {problem} in generation 1")
 
 
 def test_a_loggers_input_error_with_only_a_message_names_the_logger(lpb, day_care, install_plugin):

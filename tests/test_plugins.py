@@ -27,9 +27,19 @@ class CopycatPlugin:
 def test_two_plugins_registering_one_name_is_an_error_naming_both():
     with pytest.raises(PluginError) as error:
         load_plugins(extra_plugins=[CopycatPlugin()])
+    assert len(error.value.errors) == 1  # one clash, raised once
     message = str(error.value)
-    assert "'binary_tournament'" in message and "'lpb-selection'" in message
-    assert re.search(r"CopycatPlugin|\d{6,}", message)  # pluggy names an unnamed plugin object by its id
+    assert "selection strategy 'binary_tournament' is registered by two plugins" in message
+    assert "llama-day-care 0.1.0 (entry point lpb-selection = " in message  # where each one comes from
+    assert "--disable-plugin lpb-selection" in message and "--disable-plugin tests.test_plugins.CopycatPlugin" in message
+
+
+def test_plugins_listing_marks_both_plugins_of_a_clash_broken():
+    rows = {row["name"]: row for row in describe(load_plugins(extra_plugins=[CopycatPlugin()], strict=False))}
+    for name in ("lpb-selection", "tests.test_plugins.CopycatPlugin"):
+        assert not rows[name]["ok"]
+        assert rows[name]["problems"][0].startswith("selection strategy 'binary_tournament' is registered by two")
+    assert rows["lpb-scorers"]["ok"]
 
 
 def test_disabling_the_builtin_resolves_the_clash():

@@ -118,13 +118,28 @@ def test_a_budget_stop_resumes_without_the_budget_it_hit(tmp_path, lpb):
 def test_best_prints_the_bare_prompt_and_json(lpb, finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     text = lpb("best", finished_run)
-    assert text.exit_code == 0 and text.stdout == summary["best_unit"]["prompts"]["task_prompt"] + "\n"
+    assert text.exit_code == 0 and text.stdout.startswith(summary["best_unit"]["prompts"]["task_prompt"] + "\n")
+    assert text.stdout.count("\nExample ") == len(summary["best_unit"]["context"])
     data = json.loads(lpb("best", finished_run, "--format", "json").stdout)
     assert data["prompts"] == summary["best_unit"]["prompts"] and data["id"] == summary["best_unit"]["id"]
     assert data["context"] == summary["best_unit"]["context"]
     assert data["fitness"] == {"train": summary["best_train_fitness"], "validation": summary["best_validation_fitness"],
                                "finals": summary["best_finals_fitness"],
                                "held_out": summary["best_test_fitness"]}
+
+
+def test_best_as_text_shows_the_worked_examples_the_winner_was_scored_with(lpb, run_copy):
+    summary_file = run_copy / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["best_unit"]["context"] = [{"question": "Review: Loved it.", "reasoning": "", "answer": "positive"},
+                                       {"question": "Review: Broke at once.", "reasoning": "It broke.", "answer": "negative"}]
+    summary_file.write_text(json.dumps(summary))
+    text = lpb("best", run_copy)
+    assert text.exit_code == 0, text.output
+    prompt = summary["best_unit"]["prompts"]["task_prompt"]
+    assert text.stdout == (f"{prompt}\n\n--- and 2 worked example(s) from the training items, which the fitness template "
+                           "shows with it ---\n\nExample 1:\nReview: Loved it.\n\npositive\n\n"
+                           "Example 2:\nReview: Broke at once.\nIt broke.\nnegative\n")
 
 
 def test_best_as_lmql_is_a_query_lmql_runs(lpb, finished_run):
