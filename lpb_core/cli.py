@@ -125,7 +125,8 @@ def csv_names(ctx, param, value):
 @option("test_noCoT", "--test-no-cot", is_flag=True, help="Score prompts on the direct answer (the default).")
 @option("verbose", "-v", is_flag=True, help="Print every mutation; tracebacks on errors.")
 @option("seed", type=int, help="Random seed; the same seed gives the same run.")
-@option("continue_run_number", type=click.IntRange(0), default=None, help="Resume RUN_<n> after its last generation.")
+@option("continue_run_number", type=click.IntRange(0), default=None,
+        help="Resume RUN_<n> after its last generation, with the run's own settings for every option not given.")
 @option("debug_mode", is_flag=True, help="Cycle through every operator in turn; write to <task>/DEBUG.")
 @option("use_wandb", is_flag=True, help="Log to Weights & Biases (pip install 'llama-day-care[wandb]').")
 @option("wandb_project", help="Weights & Biases project.")
@@ -169,7 +170,10 @@ def csv_names(ctx, param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (events.jsonl is still written).")
 def breed(**options):
     """Breed prompts for a task and print the best one."""
-    _breed(**options)
+    context = click.get_current_context()
+    given = {name for name in options if context.get_parameter_source(name) not in
+             (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)}
+    _breed(given, **options)
 
 
 # Loggers every `lpb breed` enables: progress on the console (not with --quiet), then the event log.
@@ -215,11 +219,31 @@ def resume_command(settings: BreedSettings) -> str:
     return shlex.join(words)
 
 
+def with_run_settings(settings: BreedSettings, given: set[str]) -> BreedSettings:
+    """For --continue-run-number: each setting not given on the command line as the run was made with, so
+    ``lpb breed --task T --continue-run-number N`` alone resumes RUN_N. What a resume may change (budgets,
+    threads, loggers...) stays as given or defaulted, except the number of generations the run was asked for."""
+    from lpb_core import files
+    from lpb_core.settings import RESUMABLE_CHANGES
+
+    config = Path(settings.day_care_dir) / settings.task / f"RUN_{settings.continue_run_number}" / "config.json"
+    if not config.is_file():
+        return settings  # the breed says there is no such run
+    saved = files.read_json(config).get("settings", {})
+    given_fields = {_FIELD_OF_OPTION.get(name, name) for name in given}
+    known = {f.name for f in attrs.fields(BreedSettings)}
+    kept = {k: v for k, v in saved.items() if k in known and k not in given_fields
+            and (k not in RESUMABLE_CHANGES or k == "evolution_generations")}
+    return attrs.evolve(settings, **kept)
+
+
 @report_errors
-def _breed(**options):
+def _breed(given, **options):
     from lpb_core.run import breed as run_breed
 
     settings = settings_from_options(**options)
+    if settings.continue_run_number is not None:
+        settings = with_run_settings(settings, given)
     try:
         summary = run_breed(settings)
     except Interrupted as stop:

@@ -115,6 +115,32 @@ def test_a_budget_stop_resumes_without_the_budget_it_hit(tmp_path, lpb):
     assert row["status"] == "finished" and row["generations_done"] == 2
 
 
+def test_a_resume_needs_only_the_task_and_the_run_number(tmp_path, lpb):
+    day_care = tmp_path / "day_care"
+    shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    first = lpb("breed", "--day-care-dir", day_care, *ARGS, "--initial-prompt", "Positive or negative?",
+                "--max-llm-calls", "30", "--quiet")
+    assert first.exit_code == 0, first.output
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "stopped by budget"
+    # the model, population, seed and the user's prompt are the run's own: a changed one would be refused
+    resumed = lpb("breed", "--day-care-dir", day_care, "--task", "sentiment", "--continue-run-number", "0", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    [row] = json.loads(lpb("runs", day_care, "--json").stdout)
+    assert row["status"] == "finished" and row["generations_done"] == row["generations_asked"] == 2
+
+
+def test_a_resume_that_changes_a_setting_of_the_run_is_refused(tmp_path, lpb):
+    day_care = tmp_path / "day_care"
+    shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    assert lpb("breed", "--day-care-dir", day_care, *ARGS, "--max-llm-calls", "30", "--quiet").exit_code == 0
+    resumed = lpb("breed", "--day-care-dir", day_care, "--task", "sentiment", "--continue-run-number", "0",
+                  "--population-size", "6", "--quiet")
+    assert resumed.exit_code == 2
+    assert resumed.output.strip().endswith("config.json: $.settings.population_size: this run was made with 4, not 6; "
+                                           "a resumed run must use the same settings")
+
+
 def test_best_prints_the_bare_prompt_and_json(lpb, finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     text = lpb("best", finished_run)
