@@ -350,6 +350,8 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
     if run_dir is not None:
         candidates += run_units(run_dir)
     result = evaluate(settings, candidates, items, suite)
+    for warning in result["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -432,12 +434,15 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
         tasks, problems = [], problems_in(exc)
     if not tasks and not problems:
         problems.append(InputError(day_care_dir, "no task folder with a task_description.json"))
+    warnings = []
     for name in tasks:
         try:
-            prepare(BreedSettings(task=name, day_care_dir=day_care_dir, fitness_test_suite=fitness_test_suite,
-                                  operators=operators, disabled_plugins=disable_plugin, loggers=()))
+            warnings += prepare(BreedSettings(task=name, day_care_dir=day_care_dir, fitness_test_suite=fitness_test_suite,
+                                              operators=operators, disabled_plugins=disable_plugin, loggers=())).warnings
         except (InputError, PluginError) as exc:
             problems.extend(problems_in(exc))
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if problems:
         for problem in dict.fromkeys(map(one_line, problems)):
             click.echo(f"Error: {problem}", err=True)

@@ -126,9 +126,13 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     scored = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
     baseline = scored[0]
+    warnings = preflight.never_right(scorer, items, task, suite_path)
+    if extra:
+        warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
     return {
         "task": settings.task,
         "model": handle.description,
+        "warnings": warnings,
         "items": which if suite is None else str(suite),
         "item_count": len(indices),
         "variants": list(settings.variants),

@@ -43,6 +43,29 @@ def initial_template_problems(breeder: Breeder) -> list[InputError]:
             for index, arg in enumerate(initial.args) if arg not in INITIAL_ARGS]
 
 
+def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:
+    """A warning if some items' gold labels are not scored right even when given as the answer itself: those
+    items can never count (a misspelt label, or one outside the scorer's labels). Not an error, and silent
+    when no gold passes, since a scorer may read answers in another form than its golds (a regex scorer)."""
+    if scorer is None or not items:
+        return []
+    bad = []
+    for index, item in enumerate(items):
+        gold = item.get(task.gold_field)
+        try:
+            if not scorer.is_correct(str(gold), gold):
+                bad.append(index)
+        except Exception:  # the scorer's failure is reported, naming it, when it first scores
+            return []
+    if not bad or len(bad) == len(items):
+        return []
+    shown = ", ".join(f"$[{i}].{task.gold_field} = {items[i].get(task.gold_field)!r}" for i in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return [f"{path}: {shown}{more}: the {task.scorer_type} scorer does not count this gold label right even as "
+            f"the answer itself, so {'this item' if len(bad) == 1 else f'these {len(bad)} items'} can never be "
+            "scored right"]
+
+
 def build_scorer(task: Task, plugins: PluginSet) -> tuple[object | None, list[Exception]]:
     """The task's scorer, built from its checked parameters; or the problems that prevent it."""
     where = str(task.description_file)

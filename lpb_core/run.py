@@ -44,6 +44,7 @@ class Prepared:
     loggers: dict  # name -> logger object, joined to the plugin manager when the run starts
     seeds: tuple = ()  # the user's own prompts for generation 0, each {prompt field: text}
     scorer: object = None  # the task's fitness scorer, built from its parameters
+    warnings: tuple = ()  # what is suspicious but not wrong (gold labels no answer can match), one line each
 
 
 def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
@@ -88,9 +89,11 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     problems += preflight.strategy_problems(settings, plugins, day_care.breeder)
     problems += preflight.check_similarity_filter(settings, plugins)
     raise_all(problems)
+    warnings = [w for role, path in (("train", suite_path), ("held_out", settings.test_suite))
+                for w in preflight.never_right(scorer, suites.get(role, ()), task, path)]
     loggers = preflight.build_loggers(settings, plugins, active_loggers(settings))
     return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), chosen.operators,
-                    chosen.post_operators, chosen.disabled, loggers, seeds, scorer)
+                    chosen.post_operators, chosen.disabled, loggers, seeds, scorer, tuple(warnings))
 
 
 def seed_prompts(settings: BreedSettings, task: Task, prompt_fields: tuple[str, ...],
@@ -171,6 +174,7 @@ def make_config(prepared: Prepared, models: Models) -> dict:
         "mutation_model": models.mutation.description,
         "mutation_model_identity": models.mutation.identity,
         "unenforced_constraints": unenforced_constraints(prepared, models),
+        "warnings": list(prepared.warnings),
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,

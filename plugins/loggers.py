@@ -83,6 +83,8 @@ class ConsoleLogger:
                  f"{event.total_generations} generations, run directory {event.run_dir}")
         for name, why in event.config.get("disabled_operators", {}).items():
             self.say(f"  operator {name} is off: {why}")
+        for warning in event.config.get("warnings", ()):
+            self.say(f"  warning: {warning}")
         for name, dropped in event.config.get("unenforced_constraints", {}).items():
             self.say(f"  {name}: the model cannot enforce {' and '.join(dropped)}; the answer is generated short "
                      "and read by the scorer")

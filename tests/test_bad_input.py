@@ -130,6 +130,19 @@ def test_operator_without_template_is_switched_off_when_not_asked_for(lpb, day_c
     assert "lamarckian_mutation" not in config["operators"]
 
 
+def test_a_gold_label_no_answer_can_match_is_a_warning(lpb, day_care):
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[3].update(gold_sentiment="positiv"))
+    warning = ("fitness_test_suite.json: $[3].gold_sentiment = 'positiv': the accuracy scorer does not count this gold "
+               "label right even as the answer itself, so this item can never be scored right")
+    result = lpb("validate", day_care, "--task", "sentiment")
+    assert result.exit_code == 0 and warning in result.stderr and result.stdout.startswith("ok: ")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                 "--prompt", "Positive or negative?", "--items", "all")
+    assert result.exit_code == 0 and warning in result.stderr
+    result = breed(lpb, day_care)
+    assert result.exit_code == 0 and f"  warning: {day_care}" in result.stderr and warning in result.stderr
+
+
 def test_validate_lists_every_problem(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
