@@ -78,7 +78,10 @@ class ConsoleLogger:
         settings = event.config["settings"]
         self.total_generations = event.total_generations
         if event.resumed_after is not None:
-            self.say(f"Resuming {event.run_dir} after generation {event.resumed_after}")
+            done = event.resumed_after >= event.total_generations
+            self.say(f"Resuming {event.run_dir} after generation {event.resumed_after}" +
+                     (f": all {event.total_generations} generations are done, so only the final is made (again); "
+                      "raise --evolution-generations to breed on" if done else ""))
         self.say(f"Breeding task {settings['task']!r} on {event.config['model']}: population {event.population_size}, "
                  f"{event.total_generations} generations, run directory {event.run_dir}")
         for name, why in event.config.get("disabled_operators", {}).items():

@@ -128,6 +128,8 @@ def test_a_resume_needs_only_the_task_and_the_run_number(tmp_path, lpb):
     assert resumed.exit_code == 0, resumed.output
     [row] = json.loads(lpb("runs", day_care, "--json").stdout)
     assert row["status"] == "finished" and row["generations_done"] == row["generations_asked"] == 2
+    again = lpb("breed", "--day-care-dir", day_care, "--task", "sentiment", "--continue-run-number", "0")
+    assert again.exit_code == 0 and "all 2 generations are done, so only the final is made" in again.stderr
 
 
 def test_a_resume_that_changes_a_setting_of_the_run_is_refused(tmp_path, lpb):
