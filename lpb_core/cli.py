@@ -310,6 +310,8 @@ ITEM_SETS = ("test", "validation", "train", "all")
 @option("endpoint", multiple=True, help="host:port of an `lpb serve` model server (repeatable).")
 @option("api_base", default=None, help="As for lpb breed.")
 @option("tokenizer", default=None, help="As for lpb breed.")
+@option("max_retries", type=click.IntRange(0), default=None, help="As for lpb breed.")
+@option("request_timeout", type=click.FloatRange(0, min_open=True), default=None, help="As for lpb breed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with every item's answer and outcome).")
 @option("verbose", "-v", is_flag=True, default=False, help="Tracebacks on errors.")
 def eval_command(**options):

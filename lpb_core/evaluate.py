@@ -19,7 +19,7 @@ from lpb_core.errors import InputError, raise_all
 from lpb_core.fitness import FitnessTest, Minibatch, split
 from lpb_core.llm import LanguageModel, open_model, run_all
 from lpb_core.plugins import load_plugins
-from lpb_core.retry import RetryPolicy
+from lpb_core.retry import RetryPolicy, ServerUnavailable
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import BreedSettings
 from lpb_core.stats import Accuracy, compare
@@ -124,11 +124,13 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         raise InputError("command line", f"no {which} items to score with these split settings", "--items")
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
-    scored = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
+    scored, failed = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
     baseline = scored[0]
     warnings = preflight.never_right(scorer, items, task, suite_path)
     if extra:
         warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
+    if failed:
+        warnings.append(failed)
     return {
         "task": settings.task,
         "model": handle.description,
@@ -148,13 +150,19 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
 
 
 async def _score_all(fitness: FitnessTest, handle, settings: BreedSettings, candidates: list[Candidate],
-                     batch: Minibatch) -> list[Scored]:
+                     batch: Minibatch) -> tuple[list[Scored], str | None]:
     model = LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
                           retry_policy=RetryPolicy.from_settings(settings))
     try:
         evaluations = await run_all(fitness.evaluate_items(c.unit, batch, model) for c in candidates)
     finally:
         await model.aclose()
-    return [Scored(c, e.unit.fitness, tuple(x for v in fitness.variants for x in e.correct[v]),
-                   tuple(a for v in fitness.variants for a in e.answers[v]), e.unreadable)
-            for c, e in zip(candidates, evaluations)]
+    calls, failed = len(candidates) * len(batch.indices) * len(fitness.variants), model.usage.failed_calls
+    if failed and failed == calls:  # fewer calls than the run of failures that stops a breed: nothing was scored
+        raise ServerUnavailable(f"every one of the {calls} calls failed; the last: {model.meter.last_failure}")
+    scored = [Scored(c, e.unit.fitness, tuple(x for v in fitness.variants for x in e.correct[v]),
+                     tuple(a for v in fitness.variants for a in e.answers[v]), e.unreadable)
+              for c, e in zip(candidates, evaluations)]
+    note = (f"{failed} of {calls} calls failed after their retries and are scored as wrong; the last: "
+            f"{model.meter.last_failure}") if failed else None
+    return scored, note

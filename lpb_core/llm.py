@@ -54,6 +54,7 @@ class Meter:
     budget: Budget = Budget()
     usage: Usage = Usage()
     consecutive_failures: int = 0  # calls failed after their retries since the last that succeeded
+    last_failure: str | None = None  # why the last failed call failed
 
 
 def cost_of(usage: Usage, prices: tuple[float, float] | None) -> float:
@@ -125,6 +126,9 @@ class ModelHandle:
     transient_errors: tuple[type, ...] = ()
     # how many queries the models serve best at once (an in-process engine decoding them together)
     concurrency: int | None = None
+    # Seconds a whole query may take before it counts as failed (and is retried), for clients that cannot
+    # notice a lost server themselves (LMQL's LMTP client waits forever); None: no limit.
+    query_timeout: float | None = None
 
 
 SAMPLE_SEED_ARG = "lpb_sample_seed"
@@ -242,7 +246,7 @@ class LanguageModel:
         return QueryResult(variables=variables, prompt=result.prompt)
 
     async def _query(self, call, name: str):
-        if not self.handle.transient_errors:
+        if not self.handle.transient_errors and self.handle.query_timeout is None:
             return await call()
 
         async def attempt():
@@ -253,9 +257,9 @@ class LanguageModel:
                     raise retry.TransientFailure(f"{type(exc).__name__}: {exc}") from exc
                 raise
 
-        # LMQL's own clients time out a stalled stream themselves; a whole query has no fixed time limit
-        return await retry.call_with_retries(attempt, attrs.evolve(self.retry_policy, timeout=None),
-                                             f"{name} on {self.handle.description}")
+        # LMQL's OpenAI clients time out a stalled stream themselves: there a whole query has no fixed time limit
+        policy = attrs.evolve(self.retry_policy, timeout=self.handle.query_timeout)
+        return await retry.call_with_retries(attempt, policy, f"{name} on {self.handle.description}")
 
     def compiled(self, template: Template):
         """The template's LMQL query, with the constraints this backend cannot enforce dropped."""
@@ -267,6 +271,7 @@ class LanguageModel:
     def _count_failure(self, failed: retry.CallFailed, retries: int, elapsed: float) -> None:
         self.usage += Usage(failed_calls=1, retries=retries, llm_seconds=elapsed)
         self.meter.consecutive_failures += 1
+        self.meter.last_failure = str(failed)
         if self.meter.consecutive_failures >= retry.CONSECUTIVE_FAILURES_TO_STOP:
             raise retry.ServerUnavailable(f"the model stopped answering: {self.meter.consecutive_failures} calls in "
                                           f"a row failed; the last: {failed}") from None

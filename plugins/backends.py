@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from pathlib import Path
 
 import aiohttp
 import lmql
-from lmql.runtime.bopenai.batched_openai import MaximumRetriesExceeded
+from lmql.runtime.bopenai.batched_openai import MaximumRetriesExceeded, OpenAIAPIWarning
 from lmql.runtime.bopenai.openai_api import OpenAIStreamError
 
 from lpb_core.constraints import ENFORCED_BY_STOPPING
@@ -94,6 +95,10 @@ class OpenAIBackend:
 
     def open(self, model_name: str, settings) -> ModelHandle:
         install_bopenai_loop_fix()  # LMQL's OpenAI client, in a process that runs more than one breed
+        if not settings.verbose:
+            # LMQL's client warns at each of its own retries (hundreds of lines when a server is down); lpb's
+            # retry layer reports a call that still fails once, in one line
+            warnings.filterwarnings("ignore", category=OpenAIAPIWarning)
         served = model_name.removeprefix("openai/")
         api_base = settings.api_base or os.environ.get("OPENAI_BASE_URL")
         if api_base:
@@ -121,7 +126,10 @@ class OpenAIBackend:
             raise InputError("command line", str(exc), "--tokenizer") from None
         if tokenizer is None:  # nothing to tokenize with here: chat messages, as to OpenAI's chat models
             mark_chat_model(served)
-            # LMQL's client needs some tokenizer to count with; GPT-2's stands in (token counts are estimates)
+            # LMQL's client needs some tokenizer to count with; GPT-2's stands in (token counts are estimates),
+            # in LMQL's pure-Python version, which it warns of: chosen here, so not the user's concern
+            warnings.filterwarnings("ignore", message="warning: using the slow python-backed tokenizer",
+                                    category=UserWarning)
             model = lmql.model(f"openai/{served}", endpoint=f"{api_base}/chat/completions", tokenizer="gpt2",
                                chunk_timeout=settings.request_timeout)
             reserve_role_tag_ids(model.get_tokenizer())
@@ -175,8 +183,10 @@ class LlamaCppBackend:
                 models = tuple(remote_model(e, path) for e in settings.endpoints)
             except (RuntimeError, ValueError) as exc:  # missing embedded model, endpoint not host:port
                 raise InputError("command line", str(exc), "--endpoint") from None
+            # a server that goes away mid-query leaves LMQL's LMTP client waiting: bound each query
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
-                               models=models, count_tokens=_counter(models[0]), identity=identity)
+                               models=models, count_tokens=_counter(models[0]), identity=identity,
+                               query_timeout=settings.request_timeout)
         try:
             # enough sequences for every query the user runs at once (--is-async --client-batch-size)
             model = load_model(path, n_threads=settings.n_threads, seed=settings.seed, n_seq=settings.concurrency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 
 import pytest
 
@@ -63,6 +64,38 @@ def test_a_server_that_stays_down_ends_the_breed_resumably(lpb, day_care, server
     result = lpb(*resume[1:])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["generations_completed"] == 2
+
+
+def test_an_eval_whose_every_call_fails_ends_with_one_line_not_a_score(lpb, day_care, monkeypatch):
+    """Fewer calls than the run of failures that stops a breed: without this, a server that is down scored 0.000."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    suite = day_care / "two.json"
+    suite.write_text(json.dumps([{"text": "Great!", "gold_sentiment": "positive"},
+                                 {"text": "Awful.", "gold_sentiment": "negative"}]))
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/model",
+                 "--api-base", f"http://127.0.0.1:{port}/v1", "--prompt", "Positive or negative?", "--suite", suite,
+                 "--max-retries", "0", "--request-timeout", "2")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: every one of the 2 calls failed; the last: fitness_test_template on openai/model "
+                           f"at http://127.0.0.1:{port}/v1 (chat): ")
+
+
+def test_an_eval_with_some_failed_calls_says_so_beside_the_score(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    server.fail_when = lambda payload: "Awful." in server.decode(payload)
+    suite = day_care / "two.json"
+    suite.write_text(json.dumps([{"text": "Great!", "gold_sentiment": "positive"},
+                                 {"text": "Awful.", "gold_sentiment": "negative"}]))
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/smollm2",
+                 "--api-base", server.api_base, "--prompt", "Positive or negative?", "--suite", suite,
+                 "--max-retries", "0")
+    assert result.exit_code == 0, result.output
+    assert "Warning: 1 of 2 calls failed after their retries and are scored as wrong; the last: " in result.stderr
+    assert "HTTP 503" in result.stderr
 
 
 def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):

@@ -143,3 +143,24 @@ def test_a_server_that_ignores_logit_bias_is_found_out(tokenizer):
         assert json.dumps(probe)  # a plain JSON request
     finally:
         fake.stop()
+
+
+def test_a_query_to_a_server_that_went_away_fails_after_the_query_timeout_instead_of_hanging():
+    """LMQL's LMTP client waits forever for a server that died mid-query; a handle's query_timeout bounds it."""
+    from lpb_core.llm import LanguageModel, ModelHandle
+
+    def model(query_timeout):
+        handle = ModelHandle(description="lpb serve", models=(), count_tokens=len, query_timeout=query_timeout)
+        return LanguageModel(handle, retry_policy=RetryPolicy(max_retries=1, timeout=60, base_delay=0.01))
+
+    calls = []
+
+    async def never_answers():
+        calls.append(1)
+        await asyncio.sleep(3600)
+
+    with pytest.raises(CallFailed, match=r"no answer within 0.1s"):
+        asyncio.run(asyncio.wait_for(model(0.1)._query(never_answers, "fitness_test_template"), 5))
+    assert len(calls) == 2  # sent again once (max_retries=1), then given up
+    with pytest.raises(asyncio.TimeoutError):  # without a query timeout: waits (here until the test's own limit)
+        asyncio.run(asyncio.wait_for(model(None)._query(never_answers, "fitness_test_template"), 0.3))
