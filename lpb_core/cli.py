@@ -137,7 +137,7 @@ def csv_names(ctx, param, value):
 @option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
 @option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
-@option("n_threads", type=click.IntRange(1), default=None, show_default="cores - 1, at least 1",
+@option("n_threads", type=click.IntRange(1), default=None, show_default="every core this process may use",
         help="llama.cpp threads for local GGUF models.")
 @option("endpoint", multiple=True,
         help="host:port of an `lpb serve` model server (repeatable; queries are spread over them).")

@@ -82,8 +82,9 @@ class ConsoleLogger:
             self.say(f"Resuming {event.run_dir} after generation {event.resumed_after}" +
                      (f": all {event.total_generations} generations are done, so only the final is made (again); "
                       "raise --evolution-generations to breed on" if done else ""))
+        generations = f"{event.total_generations} generation{'s' * (event.total_generations != 1)}"
         self.say(f"Breeding task {settings['task']!r} on {event.config['model']}: population {event.population_size}, "
-                 f"{event.total_generations} generations, run directory {event.run_dir}")
+                 f"{generations}, run directory {event.run_dir}")
         for name, why in event.config.get("disabled_operators", {}).items():
             self.say(f"  operator {name} is off: {why}")
         for warning in event.config.get("warnings", ()):

@@ -18,7 +18,7 @@ def lpb_register_commands(cli):
                   help="Address to bind; LMTP has no authentication, so keep it on a private network.")
     @click.option("--model", "--model-name-or-path", "model", default=EMBEDDED_NAME, show_default=True,
                   help="smollm2 (embedded) or a path to a .gguf file.")
-    @click.option("--n-threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: cores - 1).")
+    @click.option("--n-threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: every core it may use).")
     @click.option("--server-batch-size", "--server_batch_size", type=click.IntRange(1), default=DEFAULT_SEQUENCES,
                   show_default=True, help="Requests served at once (llama.cpp decodes them together).")
     @click.option("--cpus", default=None, help="Pin the server to these cores, e.g. 0 or 0,1.")

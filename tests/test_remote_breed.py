@@ -98,6 +98,16 @@ def test_an_eval_with_some_failed_calls_says_so_beside_the_score(lpb, day_care, 
     assert "HTTP 503" in result.stderr
 
 
+def test_an_eval_on_a_chat_server_says_which_constraints_it_cannot_enforce(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("SLOW_TOKENIZER_OK", "1")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/gpt-4o-mini",
+                 "--api-base", server.api_base, "--prompt", "Positive or negative?")
+    assert result.exit_code == 0, result.output
+    assert (f"Warning: fitness_test_template: openai/gpt-4o-mini at {server.api_base} (chat) cannot enforce ANSWER in "
+            "['positive', 'negative']; the answer is generated short and read by the scorer") in result.stderr
+
+
 def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.api_base)
     result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0")
