@@ -104,8 +104,8 @@ class OpenAIBackend:
         if api_base:
             return self.open_server(served, api_base.rstrip("/"), settings)
         if not os.environ.get("OPENAI_API_KEY") and not os.path.exists("api.env"):
-            raise InputError("environment", f"{model_name} needs an OpenAI key: set OPENAI_API_KEY",
-                             "OPENAI_API_KEY")
+            raise InputError("environment", f"{model_name} needs an OpenAI key: set OPENAI_API_KEY (or give "
+                             "--api-base for an OpenAI-compatible server)", "OPENAI_API_KEY")
         prices = OPENAI_PRICES.get(served)
         if served in OPENAI_COMPLETION_MODELS:
             model = lmql.model(model_name, chunk_timeout=settings.request_timeout)
@@ -142,7 +142,9 @@ class OpenAIBackend:
             model = served_model(api_base, served, identifier, impl, RetryPolicy.from_settings(settings),
                                  api_key=os.environ.get("OPENAI_API_KEY"))
         except (CallFailed, RequestRefused) as exc:
-            raise InputError("command line", f"the server at {api_base} cannot serve {served}: {exc}",
+            hint = " (an OpenAI-compatible base URL usually ends in /v1)" \
+                if getattr(exc, "status", None) == 404 and not api_base.endswith("/v1") else ""
+            raise InputError("command line", f"the server at {api_base} cannot serve {served}: {exc}{hint}",
                              "--api-base") from None
         how = "" if model.honours_logit_bias else ", ignores logit_bias: only stops and lengths are enforced"
         return ModelHandle(description=f"openai/{served} at {api_base} (completions{how})", models=(model,),

@@ -83,8 +83,10 @@ class ConsoleLogger:
                      (f": all {event.total_generations} generations are done, so only the final is made (again); "
                       "raise --evolution-generations to breed on" if done else ""))
         generations = f"{event.total_generations} generation{'s' * (event.total_generations != 1)}"
-        self.say(f"Breeding task {settings['task']!r} on {event.config['model']}: population {event.population_size}, "
-                 f"{generations}, run directory {event.run_dir}")
+        writer = event.config.get("mutation_model")
+        writer = f", prompts written by {writer}" if writer and writer != event.config["model"] else ""
+        self.say(f"Breeding task {settings['task']!r} on {event.config['model']}{writer}: population "
+                 f"{event.population_size}, {generations}, run directory {event.run_dir}")
         for name, why in event.config.get("disabled_operators", {}).items():
             self.say(f"  operator {name} is off: {why}")
         for warning in event.config.get("warnings", ()):

@@ -108,6 +108,15 @@ def test_an_eval_on_a_chat_server_says_which_constraints_it_cannot_enforce(lpb, 
             "['positive', 'negative']; the answer is generated short and read by the scorer") in result.stderr
 
 
+def test_a_base_url_without_v1_is_one_line_with_a_hint(lpb, day_care, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0", "--max-retries", "0",
+                 "--api-base", server.api_base.removesuffix("/v1"))
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "--api-base" in line and "HTTP 404" in line and line.endswith("(an OpenAI-compatible base URL usually ends in /v1)")
+
+
 def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.api_base)
     result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0")
