@@ -101,8 +101,8 @@ def test_an_eval_with_some_failed_calls_says_so_beside_the_score(lpb, day_care, 
 def test_an_eval_on_a_chat_server_says_which_constraints_it_cannot_enforce(lpb, day_care, server, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("SLOW_TOKENIZER_OK", "1")
-    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/gpt-4o-mini",
-                 "--api-base", server.api_base, "--prompt", "Positive or negative?")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path",
+                 "openai/gpt-4o-mini", "--api-base", server.api_base, "--prompt", "Positive or negative?")
     assert result.exit_code == 0, result.output
     assert (f"Warning: fitness_test_template: openai/gpt-4o-mini at {server.api_base} (chat) cannot enforce ANSWER in "
             "['positive', 'negative']; the answer is generated short and read by the scorer") in result.stderr
@@ -114,7 +114,8 @@ def test_a_base_url_without_v1_is_one_line_with_a_hint(lpb, day_care, server, mo
                  "--api-base", server.api_base.removesuffix("/v1"))
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
-    assert "--api-base" in line and "HTTP 404" in line and line.endswith("(an OpenAI-compatible base URL usually ends in /v1)")
+    assert "--api-base" in line and "HTTP 404" in line
+    assert line.endswith("(an OpenAI-compatible base URL usually ends in /v1)")
 
 
 def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):
