@@ -119,8 +119,12 @@ class ConsoleLogger:
             # smoothing=0: the ETA comes from the average rate of the whole generation so far.
             self.bar = tqdm(total=progress.total, desc=f"generation {progress.generation}/{self.total_generations}",
                             unit="unit", file=sys.stderr, leave=False, smoothing=0, dynamic_ncols=True)
-        self.bar.total = progress.total
         self.bar.set_postfix_str(progress.so_far(), refresh=False)
+        if self.bar.total != progress.total:
+            # the children's batch began: show the new total now, not at the next timed redraw, which a quick
+            # batch may never reach
+            self.bar.total = progress.total
+            self.bar.refresh()
         self.bar.update(1)
 
     @hookimpl
