@@ -21,7 +21,7 @@ from lpb_core.retry import CallFailed, RetryPolicy
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.lmql_patches import (install_bopenai_loop_fix, install_fast_token_set_eq, mark_chat_model,
                                                 reserve_role_tag_ids)
-from lpb_plugins.llama_cpp.lmtp_client import remote_model
+from lpb_plugins.llama_cpp.lmtp_client import check_reachable, remote_model
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
 from lpb_plugins.llama_cpp.openai_model import served_model, served_tokenizer
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
@@ -182,8 +182,10 @@ class LlamaCppBackend:
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         if settings.endpoints:  # remote LMTP servers (lpb serve): tokenizer here, weights there
             try:
+                for endpoint in settings.endpoints:
+                    check_reachable(endpoint)
                 models = tuple(remote_model(e, path) for e in settings.endpoints)
-            except (RuntimeError, ValueError) as exc:  # missing embedded model, endpoint not host:port
+            except (RuntimeError, ValueError, ConnectionError) as exc:  # no embedded model, not host:port, no server
                 raise InputError("command line", str(exc), "--endpoint") from None
             # a server that goes away mid-query leaves LMQL's LMTP client waiting: bound each query
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",

@@ -118,6 +118,18 @@ def test_a_base_url_without_v1_is_one_line_with_a_hint(lpb, day_care, server, mo
     assert line.endswith("(an OpenAI-compatible base URL usually ends in /v1)")
 
 
+def test_an_endpoint_where_no_server_answers_is_one_line_before_any_query(lpb, day_care):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--endpoint", f"127.0.0.1:{port}",
+                 "--prompt", "Positive or negative?")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: command line: --endpoint: nothing answers at 127.0.0.1:{port} (")
+    assert line.endswith("is `lpb serve` running there?")
+
+
 def test_openai_base_url_from_the_environment(lpb, day_care, server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.api_base)
     result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import threading
 from typing import Any, Dict, Optional
 
@@ -18,7 +19,7 @@ from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, model_identifier
 from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
 from lpb_plugins.llama_cpp.model_files import resolve_gguf
 
-__all__ = ["DEFAULT_CLIENT_CHUNKSIZE", "remote_model"]
+__all__ = ["DEFAULT_CLIENT_CHUNKSIZE", "check_reachable", "remote_model"]
 
 # Speculative tokens per request sent by remote_model() clients (LMQL's default is 16).  Cheap
 # because the server pre-empts useless speculation (see lmtp_server.py); fewer round trips per
@@ -55,6 +56,17 @@ def _normalise_endpoint(endpoint: str) -> str:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"endpoint {endpoint!r} is not host:port")
     return f"{host}:{int(port)}"
+
+
+def check_reachable(endpoint: str, timeout: float = 5.0) -> None:
+    """ConnectionError unless something accepts connections at ``endpoint``: LMQL's LMTP client would print
+    its traceback for each query instead, then fail."""
+    host, _, port = _normalise_endpoint(endpoint).rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {endpoint} ({exc.strerror or exc}): is `lpb serve` running "
+                              "there?") from None
 
 
 def remote_model(endpoint: str, gguf_path: Optional[str | os.PathLike] = None):
