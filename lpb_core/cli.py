@@ -328,9 +328,9 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
 
     given = (("--suite", suite), ("--test-suite", options.get("test_suite")),
              ("--fitness-test-suite", options.get("fitness_test_suite")), *(("--prompts-file", p) for p in prompts_files))
-    for option, path in given:
-        if path is not None and not path.is_file():  # named by the option it was given with
-            raise InputError("command line", f"no file at {str(path)!r}", option)
+    missing = [error for error in (files.missing_file(path, option) for option, path in given) if error]
+    if missing:
+        raise missing[0]
     changes = {k: v for k, v in options.items() if v is not None}
     changes.update(test_cot=test_cot, test_no_cot=test_nocot, endpoints=endpoint or None, task=task,
                    day_care_dir=day_care_dir)

@@ -95,6 +95,12 @@ def degrade(code: str, enforces) -> tuple[str, list[str]]:
     return degraded, list(dropped)
 
 
+def unenforced(template: str, dropped) -> str:
+    """How a breed and `lpb eval` say that a template runs without constraints its model cannot enforce."""
+    return f"{template}: the model cannot enforce {' and '.join(dropped)}; the answer is generated short and read by " \
+           "the scorer"
+
+
 @functools.lru_cache(maxsize=512)
 def _degrade(code: str, enforces: frozenset) -> tuple[str, tuple[str, ...]]:
     tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))

@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from lpb_core import files, preflight
-from lpb_core.constraints import degrade
+from lpb_core.constraints import degrade, unenforced
 from lpb_core.daycare import FITNESS_TEMPLATE, cross_check, load_day_care, load_suite
 from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError, raise_all
@@ -132,8 +132,7 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
     _, dropped = degrade(day_care.breeder.templates[FITNESS_TEMPLATE].code, handle.enforces)
     if dropped:  # as a breed reports it: the answers may be read differently than with the constraint
-        warnings.append(f"{FITNESS_TEMPLATE}: {handle.description} cannot enforce {' and '.join(dropped)}; the "
-                        "answer is generated short and read by the scorer (a served GGUF with --tokenizer enforces it)")
+        warnings.append(unenforced(FITNESS_TEMPLATE, dropped))
     if failed:
         warnings.append(failed)
     return {

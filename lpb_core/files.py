@@ -51,6 +51,13 @@ def read_text(path: Path, missing: str = "file not found") -> str:
         raise InputError(path, f"cannot read: {exc.strerror if isinstance(exc, OSError) else exc}") from None
 
 
+def missing_file(path: Path | None, option: str) -> InputError | None:
+    """The error for a file given with ``option`` that is not there, named by the option; None if it is."""
+    if path is None or Path(path).is_file():
+        return None
+    return InputError("command line", f"no file at {str(path)!r}", option)
+
+
 def read_json(path: Path) -> Any:
     text = read_text(path)
     try:

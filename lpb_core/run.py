@@ -7,7 +7,7 @@ import time
 
 import attrs
 
-from lpb_core import __version__, preflight
+from lpb_core import __version__, files, preflight
 from lpb_core.constraints import degrade
 from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
 from lpb_core.decoding import parse_decoder
@@ -69,8 +69,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     for role, path, option in (("train", suite_path, "--fitness-test-suite"),
                                ("held_out", settings.test_suite, "--test-suite")):
         if path and not path.is_file():  # named where the name was given
-            problems.append(task.missing_suite() if path == task.suite_path
-                            else InputError("command line", f"no suite file at {str(path)!r}", option))
+            problems.append(task.missing_suite() if path == task.suite_path else files.missing_file(path, option))
         elif path:
             try:
                 suites[role] = read_suite(path)

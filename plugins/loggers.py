@@ -12,6 +12,7 @@ import attrs
 import click
 
 from lpb_core import files
+from lpb_core.constraints import unenforced
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
 
@@ -92,8 +93,7 @@ class ConsoleLogger:
         for warning in event.config.get("warnings", ()):
             self.say(f"  warning: {warning}")
         for name, dropped in event.config.get("unenforced_constraints", {}).items():
-            self.say(f"  {name}: the model cannot enforce {' and '.join(dropped)}; the answer is generated short "
-                     "and read by the scorer")
+            self.say(f"  {unenforced(name, dropped)}")
 
     @hookimpl
     def lpb_unit_evaluated(self, event):
