@@ -223,13 +223,14 @@ def with_run_settings(settings: BreedSettings, given: set[str]) -> BreedSettings
     """For --continue-run-number: each setting not given on the command line as the run was made with, so
     ``lpb breed --task T --continue-run-number N`` alone resumes RUN_N. What a resume may change (budgets,
     threads, loggers...) stays as given or defaulted, except the number of generations the run was asked for."""
-    from lpb_core import files
+    from lpb_core.rundir import RunDirectory, run_path
     from lpb_core.settings import RESUMABLE_CHANGES
 
-    config = Path(settings.day_care_dir) / settings.task / f"RUN_{settings.continue_run_number}" / "config.json"
-    if not config.is_file():
+    number = settings.continue_run_number
+    run = RunDirectory(run_path(Path(settings.day_care_dir) / settings.task, number), number)
+    if not run.config_path.is_file():
         return settings  # the breed says there is no such run
-    saved = files.read_json(config).get("settings", {})
+    saved = run.read_config().get("settings", {})
     given_fields = {_FIELD_OF_OPTION.get(name, name) for name in given}
     known = {f.name for f in attrs.fields(BreedSettings)}
     kept = {k: v for k, v in saved.items() if k in known and k not in given_fields

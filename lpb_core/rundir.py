@@ -13,6 +13,11 @@ from lpb_core.errors import InputError
 from lpb_core.units import GenerationRecord
 
 _RUN = re.compile(r"^RUN_(\d+)$")
+
+
+def run_path(task_folder: Path, number: int) -> Path:
+    """Where RUN_<number> of a task lives."""
+    return Path(task_folder) / f"RUN_{number}"
 _GENERATION = re.compile(r"^generation_(\d+)\.json$")
 LOCK_FILE = "breed.lock"
 
@@ -38,18 +43,18 @@ class RunDirectory:
         number = max((int(m.group(1)) for p in task_folder.iterdir() if (m := _RUN.match(p.name))), default=-1) + 1
         while True:
             try:
-                (task_folder / f"RUN_{number}").mkdir()  # mkdir claims the number against a concurrent new run
+                run_path(task_folder, number).mkdir()  # mkdir claims the number against a concurrent new run
                 break
             except FileExistsError:
                 number += 1
-        run = cls(task_folder / f"RUN_{number}", number)
+        run = cls(run_path(task_folder, number), number)
         run.lock()
         return run
 
     @classmethod
     def existing(cls, task_folder: Path, number: int) -> "RunDirectory":
         """RUN_<number> to resume, locked for this breed: refused while another breed holds it."""
-        path = task_folder / f"RUN_{number}"
+        path = run_path(task_folder, number)
         if not (path / "config.json").exists():
             raise InputError(path, "no such run to continue (config.json missing)", "--continue-run-number")
         run = cls(path, number)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from lpb_core import files
+from lpb_core import files, rundir
 from lpb_core.errors import InputError
 from lpb_core.rundir import RunDirectory
 from lpb_core.stats import Accuracy, compare
@@ -119,7 +119,7 @@ def load_run(path: Path) -> RunFiles:
 
 
 def run_path(day_care_dir: Path, task: str, number: int) -> Path:
-    return Path(day_care_dir) / task / f"RUN_{number}"
+    return rundir.run_path(Path(day_care_dir) / task, number)
 
 
 def find_runs(day_care_dir: Path, task: str | None = None) -> list[Path]:
