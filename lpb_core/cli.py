@@ -263,6 +263,9 @@ def _breed(given, **options):
     for comparison in (summary.get("held_out") or {}).get("comparisons", []):
         against = " and ".join(role.replace("_", " ") for role in comparison["b_roles"])
         click.echo(f"  against the {against} ({comparison['b']}): {comparison['sentence']}")
+    constant = (summary.get("held_out") or {}).get("constant_answer")
+    if constant:
+        click.echo(f"  against answering {constant['answer']!r} every time: {constant['comparison']['sentence']}")
     if summary["stopped_because"] != "completed":
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")
@@ -370,6 +373,11 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
                        "(scored as wrong; --json lists every answer)")
     for number, comparison in enumerate(result["comparisons"], 2):
         click.echo(f"  {number} vs 1: {comparison['sentence']}")
+    constant = result.get("constant_answer")
+    if constant:
+        at_most = [str(n) for n, row in enumerate(result["prompts"], 1) if row["accuracy"] <= constant["accuracy"]]
+        click.echo(f"  Answering {constant['answer']!r} every time scores {constant['accuracy']:.3f} on these items"
+                   + (f"; no better: {', '.join(at_most)}" if at_most else ""))
 
 
 def fitness_line(summary: dict) -> str:

@@ -135,6 +135,7 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         warnings.append(unenforced(FITNESS_TEMPLATE, dropped))
     if failed:
         warnings.append(failed)
+    constant = fitness.constant_answer(indices)
     return {
         "task": settings.task,
         "model": handle.description,
@@ -150,6 +151,8 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
                          **compare(s.correct, baseline.correct).to_dict(),
                          "sentence": compare(s.correct, baseline.correct).sentence("items")}
                         for s in scored[1:]],
+        # What one label every time gets: a prompt at or below it shows no sign the model read the items.
+        "constant_answer": constant and {**constant.to_dict(), "accuracy": Accuracy.of(constant.correct).value},
     }
 
 

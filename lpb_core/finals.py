@@ -101,4 +101,9 @@ async def score_held_out(units: Iterable[Unit], named: dict[str, list[str]], fit
         result = compare(outcomes[best], outcomes[other])
         block["comparisons"].append({"a": best, "b": other, "b_roles": named[other], **result.to_dict(),
                                      "sentence": result.sentence(what)})
+    constant = fitness.constant_answer(test)
+    if constant is not None:  # did the winner read the items at all, or does it do what one label every time does?
+        result = compare(outcomes[best], constant.correct)
+        block["constant_answer"] = {**constant.to_dict(), "comparison": {**result.to_dict(),
+                                                                        "sentence": result.sentence(what)}}
     return block

@@ -17,6 +17,9 @@ from lpb_core.settings import BreedSettings
 from lpb_core.units import Unit, Usage, Working
 
 MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarckian mutation and context
+# A suite whose gold answers take at most this many values is a labelling task, where answering one label
+# every time is the baseline a prompt must beat to show the model read the items at all.
+MAX_CONSTANT_LABELS = 10
 
 
 @attrs.frozen
@@ -79,6 +82,18 @@ class Evaluation:
     unreadable: int = 0  # answers the scorer could not read (scored as wrong)
 
 
+@attrs.frozen
+class ConstantAnswer:
+    """The same answer to every item: the gold label that scores best that way (a majority-class baseline)."""
+
+    answer: str
+    fitness: float  # the scorer's aggregate, as a unit's fitness
+    correct: tuple[bool, ...]  # per item, variant after variant, as Evaluation.correct lists them
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "fitness": self.fitness, "correct": list(self.correct)}
+
+
 def unit_arguments(task: Task, unit: Unit, variant: str) -> dict:
     """What the fitness template receives besides the suite item's fields: the unit's prompts and few-shot
     examples, the variant, the task description and the fixed system prompt."""
@@ -115,6 +130,24 @@ class FitnessTest:
     def question_text(self, item: dict) -> str:
         """The item as a person would read it, without its gold label."""
         return "\n".join(f"{k}: {v}" for k, v in item.items() if not k.startswith("gold_"))
+
+    def constant_answer(self, indices: tuple[int, ...]) -> ConstantAnswer | None:
+        """The best fixed answer on these items, scored as a unit's answers are; None unless the gold answers
+        are a few labels (a numeric or free answer has no sensible constant)."""
+        golds = [self.suite[i][self.task.gold_field] for i in indices]
+        labels = sorted({str(gold) for gold in golds})
+        if not golds or len(labels) > MAX_CONSTANT_LABELS:
+            return None
+        best = None
+        try:
+            for label in labels:
+                score = round(float(self.scorer.score([label] * len(golds), golds)), 6)
+                if best is None or score > best.fitness:
+                    correct = tuple(bool(self.scorer.is_correct(label, gold)) for gold in golds)
+                    best = ConstantAnswer(label, score, correct * len(self.variants))
+        except Exception as exc:  # the scorer is a plugin: its failure names it
+            raise PluginFailure.raised("fitness scorer", self.task.scorer_type, exc) from exc
+        return best
 
     async def evaluate(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Unit:
         return (await self.evaluate_items(unit, batch, model)).unit

@@ -249,6 +249,10 @@ class WandbLogger:
             self.run.summary[key] = summary.get(key)
         for comparison in (summary.get("held_out") or {}).get("comparisons", []):
             self.run.summary[f"held_out_vs_{'_'.join(comparison['b_roles'])}"] = comparison["sentence"]
+        constant = (summary.get("held_out") or {}).get("constant_answer")
+        if constant:
+            self.run.summary["held_out_vs_constant_answer"] = (
+                f"{constant['answer']}: {constant['comparison']['sentence']}")
         # This process is the breed, and it has ended: its files are final even while it holds the run's lock.
         run = attrs.evolve(load_run(event.run_dir), running=False)
         columns = ["rank", "id", "prompt", "train_fitness", "validation_fitness", "held_out_fitness", "operator",

@@ -55,6 +55,11 @@ def held_out_chart(held_out: dict) -> bytes:
                                                                   for u in units])
     for y, value in zip(positions, values):
         axes.text(0.01, y, f"{value:.3f}", va="center", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    constant = held_out.get("constant_answer")
+    if constant:  # the floor: a bar near this line shows no sign the model read the items
+        axes.axvline(constant["b_accuracy"], color="#c0392b", linestyle="--",
+                     label=f"answering {constant['answer']!r} every time")
+        figure.legend(loc="outside lower center", frameon=False)  # below the axes: never over a bar
     axes.set_yticks(list(positions), labels)
     axes.invert_yaxis()
     axes.set(xlim=(0, 1), xlabel=f"accuracy on {held_out['items']} {held_out['what']} (95 % interval)",

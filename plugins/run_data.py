@@ -294,8 +294,12 @@ def held_out_report(run: RunFiles) -> dict:
         result = compare(outcomes[best], outcomes[other["id"]])
         comparisons.append({"a": best, "b": other["id"], "b_roles": other["roles"], **result.to_dict(),
                             "sentence": result.sentence(what)})
+    constant = block.get("constant_answer")
+    if constant and best is not None:
+        result = compare(outcomes[best], constant["correct"])
+        constant = {"answer": constant["answer"], "a": best, **result.to_dict(), "sentence": result.sentence(what)}
     return {"scored": True, "items": len(block["items"]), "variants": variants, "what": what, "units": units,
-            "comparisons": comparisons}
+            "comparisons": comparisons, "constant_answer": constant or None}
 
 
 def cost(run: RunFiles) -> dict:

@@ -153,12 +153,23 @@ def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care
     (comparison,) = report["comparisons"]
     assert comparison["a"] == "--prompt 2" and comparison["b"] == "--prompt 1"
     assert comparison["sentence"].startswith(f"{report['prompts'][1]['accuracy']:.3f} vs ")
+    # One label every time, scored on the same items: the floor a prompt must rise above.
+    constant = report["constant_answer"]
+    gold = golds(day_care, report["prompts"][0])
+    assert constant["correct"] == [g == constant["answer"] for g in gold]
+    assert constant["accuracy"] == max(gold.count("positive"), gold.count("negative")) / len(gold)
 
     text = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
                "--prompt", MINE, "--prompt", OTHER)
     assert text.exit_code == 0, text.output
     assert "2 prompt(s) on 2 test items of task 'sentiment'" in text.output
     assert "2 vs 1: " in text.output and "[" in text.output
+    floor = json.loads(lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                           "--prompt", MINE, "--prompt", OTHER, "--json").output)
+    constant, rows = floor["constant_answer"], floor["prompts"]
+    at_most = [str(n) for n, row in enumerate(rows, 1) if row["accuracy"] <= constant["accuracy"]]
+    assert (f"  Answering {constant['answer']!r} every time scores {constant['accuracy']:.3f} on these items"
+            + (f"; no better: {', '.join(at_most)}" if at_most else "")) in text.output.splitlines()
     unreadable = json.loads(lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path",
                                 "random", "--prompt", MINE, "--json").output)["prompts"][0]["unreadable"]
     assert (f"{unreadable} of 2 answers were unreadable to the scorer" in text.output) == (unreadable > 0)

@@ -3,6 +3,8 @@
 import asyncio
 import json
 
+import pytest
+
 from lpb_core.cache import QueryCache
 from lpb_core.daycare import load_day_care
 from lpb_core.decoding import parse_decoder
@@ -11,7 +13,7 @@ from lpb_core.plugins import load_plugins
 from lpb_core.fitness import FINALS_ITEMS, MIN_VALIDATION_ITEMS, split
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
-from tests.conftest import QUICK_RUN
+from tests.conftest import FIXTURES, QUICK_RUN
 
 
 def settings(day_care, **changes):
@@ -229,3 +231,61 @@ def test_openai_backend_knows_prices_and_needs_a_key(monkeypatch):
         assert "OPENAI_API_KEY" in str(error)
     else:
         raise AssertionError("opened an OpenAI model without a key")
+
+
+def constant_test(golds, scorer=None, variants=("no_cot",)):
+    from lpb_core.fitness import FitnessTest
+    from lpb_plugins.scorers import Accuracy
+
+    day_care = load_day_care(FIXTURES / "tiny_day_care").for_task("sentiment")
+    suite = tuple({"text": f"item {n}", "gold_sentiment": gold} for n, gold in enumerate(golds))
+    return FitnessTest(day_care, day_care.task("sentiment"), scorer or Accuracy(labels=["positive", "negative"]),
+                       suite, variants)
+
+
+def test_the_constant_answer_is_the_label_that_scores_best_every_time():
+    test = constant_test(["negative", "positive", "negative", "positive", "negative"])
+    constant = test.constant_answer((0, 1, 2, 3))  # a tie: the first label in sorted order
+    assert (constant.answer, constant.fitness, constant.correct) == ("negative", 0.5, (True, False, True, False))
+    constant = test.constant_answer((0, 1, 2))
+    assert (constant.answer, constant.fitness) == ("negative", 0.666667)
+    # Both variants answer every item: the outcomes line up with a unit's, variant after variant.
+    both = constant_test(["positive", "negative"], variants=("cot", "no_cot")).constant_answer((0, 1))
+    assert (both.answer, both.correct) == ("negative", (False, True, False, True))
+    # Numbers or free answers have no sensible constant.
+    assert constant_test([str(n) for n in range(12)]).constant_answer(tuple(range(12))) is None
+
+
+def test_a_scorer_failing_on_the_constant_answer_is_named():
+    from lpb_core.errors import PluginFailure
+
+    class Broken:
+        def score(self, answers, golds):
+            raise ValueError("no")
+
+        def is_correct(self, answer, gold):
+            return True
+
+    with pytest.raises(PluginFailure, match="fitness scorer 'accuracy'.*raised ValueError: no"):
+        constant_test(["positive", "negative"], scorer=Broken()).constant_answer((0, 1))
+
+
+def test_the_winner_is_compared_with_answering_one_label_every_time(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0.4")
+    assert result.exit_code == 0, result.output
+    run_dir = day_care / "sentiment" / "RUN_0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    block = summary["held_out"]
+    constant = block["constant_answer"]
+    suite = json.loads((day_care / "sentiment" / "fitness_test_suite.json").read_text())
+    golds = [suite[i]["gold_sentiment"] for i in block["items"]]
+    assert constant["correct"] == [gold == constant["answer"] for gold in golds]
+    assert constant["fitness"] == max(golds.count("positive"), golds.count("negative")) / len(golds)
+    winner = [c for v in block["variants"] for c in block["units"][summary["best_unit"]["id"]]["correct"][v]]
+    assert constant["comparison"]["a_accuracy"] == sum(winner) / len(winner)
+    line = f"  against answering {constant['answer']!r} every time: {constant['comparison']['sentence']}"
+    assert line in result.output.splitlines()
+    report = lpb("report", run_dir)
+    assert report.exit_code == 0, report.output
+    assert f"against answering \"{constant['answer']}\" every time: **{constant['comparison']['sentence']}**" in (
+        run_dir / "report.md").read_text()

@@ -84,6 +84,9 @@ def test_wandb_logs_offline_and_a_resumed_breed_continues_the_same_wandb_run(day
     assert set(second["history"]) >= {2} and 2 not in first["history"]
     assert second["summary"]["best_train_fitness"] == summary["best_train_fitness"]
     assert second["summary"]["stopped_because"] == "completed"
+    constant = summary["held_out"]["constant_answer"]
+    assert second["summary"]["held_out_vs_constant_answer"] == (
+        f"{constant['answer']}: {constant['comparison']['sentence']}")
 
     top, operators = second["tables"]["top_prompts"], second["tables"]["operators"]
     assert top["columns"][:3] == ["rank", "id", "prompt"]
