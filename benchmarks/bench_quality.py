@@ -51,7 +51,9 @@ def baselines(task: str, day_care: Path, args) -> dict:
     settings = BreedSettings(task=task, day_care_dir=day_care, loggers=())
     result = evaluate(settings, candidates, suite=TASKS / task / "test_suite.json")
     scores = [row["fitness"] for row in result["prompts"]]
-    return {"task_description": scores[0], "hand": scores[1:], "hand_prompts": hand}
+    constant = result["constant_answer"]  # the floor: one label every time (None for numeric answers)
+    return {"task_description": scores[0], "hand": scores[1:], "hand_prompts": hand,
+            "one_label": constant and {"answer": constant["answer"], "fitness": constant["fitness"]}}
 
 
 def one_breed(task: str, day_care: Path, seed: int, variant: str, args) -> dict:
@@ -85,12 +87,14 @@ def one_breed(task: str, day_care: Path, seed: int, variant: str, args) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| task | task description | hand prompts (best) | " +
+    rows = ["| task | one label every time | task description | hand prompts (best) | " +
             " | ".join(f"{v}: initial best | {v}: winner" for v in results["variants"]) + " | calls |",
-            "|---" * (4 + 2 * len(results["variants"])) + "|"]
+            "|---" * (5 + 2 * len(results["variants"])) + "|"]
     means = {}
     for task, data in results["tasks"].items():
-        cells = [task, f"{data['baselines']['task_description']:.3f}",
+        floor = data["baselines"].get("one_label")
+        cells = [task, f"{floor['fitness']:.3f} ({floor['answer']})" if floor else "-",
+                 f"{data['baselines']['task_description']:.3f}",
                  " / ".join(f"{h:.3f}" for h in data["baselines"]["hand"]) +
                  f" (**{max(data['baselines']['hand']):.3f}**)"]
         means.setdefault("description", []).append(data["baselines"]["task_description"])
@@ -107,7 +111,8 @@ def table(results: dict) -> str:
             calls += [r["llm_calls"] for r in runs]
         cells.append(f"{statistics.mean(calls):.0f}")
         rows.append("| " + " | ".join(cells) + " |")
-    mean_cells = ["**mean**", f"{statistics.mean(means['description']):.3f}", f"{statistics.mean(means['hand']):.3f}"]
+    mean_cells = ["**mean**", "", f"{statistics.mean(means['description']):.3f}",
+                  f"{statistics.mean(means['hand']):.3f}"]
     for variant in results["variants"]:
         mean_cells += [f"{statistics.mean(means[variant + ' initial']):.3f}", f"{statistics.mean(means[variant]):.3f}"]
     rows.append("| " + " | ".join(mean_cells + [""]) + " |")
