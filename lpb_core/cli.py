@@ -17,6 +17,7 @@ import click
 from lpb_core.errors import BreedError, InputError, PluginError, RunFailed, problems_in
 from lpb_core.interrupts import Interrupted
 from lpb_core.settings import BreedSettings
+from lpb_core.units import SEED
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
 
@@ -260,6 +261,8 @@ def _breed(given, **options):
     for field, text in best["prompts"].items():
         click.echo(f"  {field}: {text}")
     click.echo(f"Fitness: {fitness_line(summary)}")
+    for line in seeds_ahead_on_validation(summary):
+        click.echo(f"  {line}")
     for comparison in (summary.get("held_out") or {}).get("comparisons", []):
         against = " and ".join(role.replace("_", " ") for role in comparison["b_roles"])
         click.echo(f"  against the {against} ({comparison['b']}): {comparison['sentence']}")
@@ -390,6 +393,20 @@ def fitness_line(summary: dict) -> str:
     if summary.get("best_test_fitness") is not None:
         parts.append(f"{summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items")
     return ", ".join(parts)
+
+
+def seeds_ahead_on_validation(summary: dict) -> list[str]:
+    """A line for each of the user's prompts that beat the winner on the validation items alone: the final
+    compares prompts on those pooled with training items, which tell them apart better (benchmarks/README.md)."""
+    won, lines = summary.get("best_validation_fitness"), []
+    for finalist in summary.get("finalists") or ():
+        if (finalist["operator"] == SEED and won is not None and finalist["validation_fitness"] is not None
+                and finalist["validation_fitness"] > won):
+            lines.append(f"your prompt {finalist['id']} scored higher on the {summary['validation_items']} validation "
+                         f"items alone ({finalist['validation_fitness']:.3f} vs {won:.3f}); the winner leads on all "
+                         f"{summary['finals_items']} items the final compares ({summary['best_finals_fitness']:.3f} "
+                         f"vs {finalist['finals_fitness']:.3f})")
+    return lines
 
 
 @cli.command()

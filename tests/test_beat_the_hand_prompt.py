@@ -69,6 +69,36 @@ def test_the_winner_is_chosen_on_validation_and_training_items_and_never_below_a
         assert " on 2 held-out items: " in comparison["sentence"]
 
 
+def test_a_seed_ahead_of_the_winner_on_validation_items_alone_is_said(lpb, day_care, monkeypatch):
+    import lpb_core.run
+    from lpb_core.cli import seeds_ahead_on_validation
+
+    def finalist(unit_id, operator, validation, finals):
+        return {"id": unit_id, "operator": operator, "train_fitness": 0.5, "finals_train_fitness": None,
+                "validation_fitness": validation, "finals_fitness": finals}
+
+    # As in a recorded headline_topic final: the winner trails one seed on the 30 validation items alone.
+    summary = {"best_unit": {"id": "u0031"}, "best_validation_fitness": 0.633, "best_finals_fitness": 0.73,
+               "validation_items": 30, "finals_items": 100,
+               "finalists": [finalist("u0031", "lamarckian_mutation", 0.633, 0.73),
+                             finalist("u0001", "seed", 0.7, 0.66), finalist("u0002", "seed", 0.6, 0.6),
+                             finalist("u0009", "initial", 0.8, 0.7)]}
+    assert seeds_ahead_on_validation(summary) == [
+        "your prompt u0001 scored higher on the 30 validation items alone (0.700 vs 0.633); the winner leads on "
+        "all 100 items the final compares (0.730 vs 0.660)"]
+    # Without validation items (--validation-split 0) there is nothing to say.
+    assert seeds_ahead_on_validation({**summary, "best_validation_fitness": None}) == []
+    # lpb breed says it under the winner's fitness.
+    summary.update(best_unit={"id": "u0031", "born": 3, "operator": "lamarckian_mutation",
+                              "prompts": {"task_prompt": "x"}}, best_train_fitness=0.6, best_test_fitness=None, held_out=None, stopped_because="completed",
+                   run_dir="RUN_0")
+    monkeypatch.setattr(lpb_core.run, "breed", lambda settings: summary)
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[lines.index("  task_prompt: x") + 2] == "  " + seeds_ahead_on_validation(summary)[0]
+
+
 class TableFitness:
     """Fitness read from a table of (unit id, item set) -> fitness; records what was scored."""
 
