@@ -269,6 +269,10 @@ def _breed(given, **options):
     constant = (summary.get("held_out") or {}).get("constant_answer")
     if constant:
         click.echo(f"  against answering {constant['answer']!r} every time: {constant['comparison']['sentence']}")
+        if constant["comparison"]["verdict"] != "better":
+            click.echo("  Not shown to beat that: the model may not be following these prompts. Seed the breed with "
+                       "prompts of your own (--initial-prompt; lpb eval compares them first), breed longer, or try "
+                       "a larger model.")
     if summary["stopped_because"] != "completed":
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")

@@ -97,6 +97,12 @@ def test_a_seed_ahead_of_the_winner_on_validation_items_alone_is_said(lpb, day_c
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[lines.index("  task_prompt: x") + 2] == "  " + seeds_ahead_on_validation(summary)[0]
+    # A winner shown to beat one label every time gets no advice.
+    summary["held_out"] = {"comparisons": [], "constant_answer": {
+        "answer": "sports", "comparison": {"verdict": "better", "sentence": "0.650 vs 0.336 on 140 held-out items"}}}
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert "  against answering 'sports' every time: 0.650 vs 0.336 on 140 held-out items" in result.output
+    assert "Not shown to beat that" not in result.output
 
 
 class TableFitness:
