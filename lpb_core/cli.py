@@ -263,10 +263,11 @@ def _breed(given, **options):
     click.echo(f"Fitness: {fitness_line(summary)}")
     for line in seeds_ahead_on_validation(summary):
         click.echo(f"  {line}")
-    for comparison in (summary.get("held_out") or {}).get("comparisons", []):
+    held_out = summary.get("held_out") or {}
+    for comparison in held_out.get("comparisons", []):
         against = " and ".join(role.replace("_", " ") for role in comparison["b_roles"])
         click.echo(f"  against the {against} ({comparison['b']}): {comparison['sentence']}")
-    constant = (summary.get("held_out") or {}).get("constant_answer")
+    constant = held_out.get("constant_answer")
     if constant:
         click.echo(f"  against answering {constant['answer']!r} every time: {constant['comparison']['sentence']}")
         if constant["comparison"]["verdict"] != "better":
