@@ -13,13 +13,13 @@ from lpb_core.errors import InputError
 from lpb_core.units import GenerationRecord
 
 _RUN = re.compile(r"^RUN_(\d+)$")
+_GENERATION = re.compile(r"^generation_(\d+)\.json$")
+LOCK_FILE = "breed.lock"
 
 
 def run_path(task_folder: Path, number: int) -> Path:
     """Where RUN_<number> of a task lives."""
     return Path(task_folder) / f"RUN_{number}"
-_GENERATION = re.compile(r"^generation_(\d+)\.json$")
-LOCK_FILE = "breed.lock"
 
 
 class RunDirectory:

@@ -247,9 +247,10 @@ class WandbLogger:
                     "initial_best_test_fitness",
                     "stopped_because", "llm_calls", "wall_seconds", "cost_usd"):
             self.run.summary[key] = summary.get(key)
-        for comparison in (summary.get("held_out") or {}).get("comparisons", []):
+        held_out = summary.get("held_out") or {}
+        for comparison in held_out.get("comparisons", []):
             self.run.summary[f"held_out_vs_{'_'.join(comparison['b_roles'])}"] = comparison["sentence"]
-        constant = (summary.get("held_out") or {}).get("constant_answer")
+        constant = held_out.get("constant_answer")
         if constant:
             self.run.summary["held_out_vs_constant_answer"] = (
                 f"{constant['answer']}: {constant['comparison']['sentence']}")
