@@ -156,8 +156,9 @@ def csv_names(ctx, param, value):
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
         help="Share of the training items kept back from the search, but at least 30 items (half of them when "
-             "there are fewer than 60); the finalists are compared on them pooled with training items (100 items "
-             "in all). 0: the last generation's fittest wins.")
+             "there are fewer than 60); the finalists are compared on them pooled with training items (up to 100 items "
+             "in all); a bred prompt beats your --initial-prompt ones only by scoring higher on them alone. 0: the last "
+             "generation's fittest wins.")
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation and training items (with the "
              "best initial unit and your own prompts).")
@@ -223,7 +224,8 @@ def resume_command(settings: BreedSettings) -> str:
 def with_run_settings(settings: BreedSettings, given: set[str]) -> BreedSettings:
     """For --continue-run-number: each setting not given on the command line as the run was made with, so
     ``lpb breed --task T --continue-run-number N`` alone resumes RUN_N. What a resume may change (budgets,
-    threads, loggers...) stays as given or defaulted, except the number of generations the run was asked for."""
+    threads...) stays as given or defaulted, except what the run was asked for: its number of generations, its
+    loggers and W&B project (console output follows --quiet as given)."""
     from lpb_core.rundir import RunDirectory, run_path
     from lpb_core.settings import RESUMABLE_CHANGES
 
@@ -235,7 +237,10 @@ def with_run_settings(settings: BreedSettings, given: set[str]) -> BreedSettings
     given_fields = {_FIELD_OF_OPTION.get(name, name) for name in given}
     known = {f.name for f in attrs.fields(BreedSettings)}
     kept = {k: v for k, v in saved.items() if k in known and k not in given_fields
-            and (k not in RESUMABLE_CHANGES or k == "evolution_generations")}
+            and (k not in RESUMABLE_CHANGES or k in ("evolution_generations", "use_wandb", "wandb_project"))}
+    if "loggers" not in given_fields:
+        kept["loggers"] = tuple(dict.fromkeys([*settings.loggers, *(name for name in saved.get("loggers", ())
+                                                                   if name not in DEFAULT_LOGGERS)]))
     return attrs.evolve(settings, **kept)
 
 
@@ -254,6 +259,8 @@ def _breed(given, **options):
     except RunFailed as failed:
         if failed.run_number is None:  # --debug-mode: nothing to resume
             raise
+        if getattr(failed.cause, "hook", None) == "lpb_run_finished":  # summary.json is written: nothing to resume
+            raise BreedError(f"{failed.reason}; the run itself finished: {failed.run_dir}") from failed
         resume = resume_command(attrs.evolve(settings, continue_run_number=failed.run_number))
         raise BreedError(f"{failed.reason}; the run is saved: resume with {resume}") from failed
     best = summary["best_unit"]
@@ -358,7 +365,7 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
     for prompts_file in prompts_files:
         listed = files.read_json(prompts_file)
         listed = [listed] if isinstance(listed, dict) and "prompts" in listed else listed  # lpb best --format json
-        if not isinstance(listed, list):
+        if not isinstance(listed, list) or not listed:
             raise InputError(prompts_file, "expected a JSON list of prompts (or lpb best's JSON)", "$")
         candidates += prompt_units(listed, field, prompts_file.name, str(prompts_file), "$")
     if run_dir is not None:
@@ -401,8 +408,9 @@ def fitness_line(summary: dict) -> str:
 
 
 def seeds_ahead_on_validation(summary: dict) -> list[str]:
-    """A line for each of the user's prompts that beat the winner on the validation items alone: the final
-    compares prompts on those pooled with training items, which tell them apart better (benchmarks/README.md)."""
+    """A line for each of the user's prompts that beat the winner on the validation items alone. Only another of
+    the user's prompts can be that winner (``finals.eligible``); those are compared on the validation items
+    pooled with training items, which tell them apart better (benchmarks/README.md)."""
     won, lines = summary.get("best_validation_fitness"), []
     for finalist in summary.get("finalists") or ():
         if (finalist["operator"] == SEED and won is not None and finalist["validation_fitness"] is not None

@@ -48,7 +48,7 @@ class FitnessScorer(Protocol):
         """Whether one answer is right; an answer it cannot read counts as wrong (never raise)."""
 
     def score(self, answers: list[str], golds: list) -> float:
-        """The fitness of one evaluation."""
+        """The fitness of one evaluation, from 0 (worst) to 1 (best): lpb compares it with accuracies."""
 
     # Optional: ``can_read(answer) -> bool`` lets lpb count unreadable answers.
 
@@ -121,7 +121,8 @@ def _method_problems(obj: Any, method: str, params: tuple[str, ...], is_async: b
     try:
         inspect.signature(function).bind(*(("self",) if unbound else ()), *params)
     except TypeError:
-        return [f"{method} cannot be called as {method}({', '.join(params)}) (expected {expected})"]
+        hint = "; register an instance, not the class" if inspect.isclass(obj) and not built else ""
+        return [f"{method} cannot be called as {method}({', '.join(params)}) (expected {expected}){hint}"]
     except ValueError:  # no signature to read (a builtin): trust it
         pass
     return []

@@ -130,11 +130,12 @@ class Breeder:
         rng.shuffle(fallbacks)
         child = attrs.evolve(parent, id=child_id, parents=(parent.id,), born=generation, fitness=None, scores={},
                              scored_on=None, workings=(), operator="")
-        applied, notes, failed = [], {}, []
+        applied, notes, failed, skipped = [], {}, [], []
         for candidate in [operator, *fallbacks]:
             try:
                 mutation = await mutate(candidate, self.context(parent, population, previous, generation, rng))
-            except OperatorSkipped:
+            except OperatorSkipped as exc:
+                skipped.append(f"{candidate.name}: {exc}" if str(exc) else candidate.name)
                 continue
             except CallFailed as exc:  # counted by the model; another operator may still get through
                 failed.append(f"{candidate.name}: {exc}")
@@ -146,7 +147,8 @@ class Breeder:
             break
         else:
             if not failed:
-                raise BreedError(f"no enabled operator could mutate unit {parent.id}")
+                raise BreedError(f"no enabled operator could mutate unit {parent.id}; each skipped it "
+                                 f"({'; '.join(skipped)})")
             # every operator's call failed: the child is the parent's copy, and the birth says why
             applied.append(COPY)
             notes[COPY] = {"failed_calls": failed}

@@ -28,7 +28,9 @@ class InputErrors(InputError):
         first = self.errors[0]
         super().__init__(getattr(first, "where", None), getattr(first, "message", str(first)),
                          getattr(first, "field", None))
-        self.args = (str(first) if len(self.errors) == 1 else f"{first} (and {len(self.errors) - 1} more problems)",)
+        more = len(self.errors) - 1
+        self.args = (f"{first} (and {more} more problem{'s' * (more > 1)}: lpb validate lists them all)" if more
+                     else str(first),)
 
 
 def problems_in(error: Exception) -> list[Exception]:
@@ -55,7 +57,8 @@ class PluginErrors(PluginError):
 
     def __init__(self, errors: list[PluginError]):
         self.errors = list(errors)
-        extra = f" (and {len(self.errors) - 1} more plugin problems)" if len(self.errors) > 1 else ""
+        more = len(self.errors) - 1
+        extra = f" (and {more} more plugin problem{'s' * (more > 1)}: lpb plugins lists them all)" if more else ""
         super().__init__(f"{self.errors[0]}{extra}")
 
 

@@ -30,6 +30,8 @@ from lpb_core.units import Unit, Working
 class Candidate:
     label: str  # where the prompt came from: "--prompt 1", "RUN_3 best (u0021)", ...
     unit: Unit
+    where: str = "command line"  # the file (or "command line") and field an error in it points to
+    field: str = "--prompt"
 
 
 @attrs.frozen
@@ -59,17 +61,20 @@ def prompt_units(texts, first_field: str, label: str, where: str, field: str) ->
                                  f"{field}[{number - 1}].context") from None
             entry = entry["prompts"]
         prompts = {first_field: entry} if isinstance(entry, str) else entry
+        at = f"{field}[{number - 1}]" if field.startswith("$") else field
         if not isinstance(prompts, dict) or not prompts or not all(isinstance(v, str) and v.strip()
                                                                      for v in prompts.values()):
-            raise InputError(where, "a prompt must be a non-empty string or an object of prompt fields",
-                             f"{field}[{number - 1}]" if field.startswith("$") else field)
+            raise InputError(where, "a prompt must be a non-empty string or an object of prompt fields", at)
         candidates.append(Candidate(f"{label} {number}", Unit(id=f"p{number}", prompts=prompts, mutation_prompt="",
-                                                              context=context)))
+                                                              context=context), where, at))
     return candidates
 
 
 def run_units(run_dir: Path) -> list[Candidate]:
     """A run's winner, its best initial unit and its seeded units, as summary.json names them."""
+    if (run_dir / "config.json").is_file() and not (run_dir / "summary.json").is_file():
+        raise InputError(run_dir, "the run has not finished (no summary.json yet): resume it with lpb breed "
+                         "--continue-run-number, or score its prompts with lpb best and --prompts-file", "--run")
     summary = files.read_json(run_dir / "summary.json")
     run = RunDirectory(run_dir, None)
     units = {u.id: u for record in run.generations() for u in record.population}
@@ -78,7 +83,8 @@ def run_units(run_dir: Path) -> list[Candidate]:
         named.setdefault(unit_id, [])
         named[unit_id] += [r for r in entry["roles"] if r not in named[unit_id]]
     return [Candidate(f"{run_dir.name} {' and '.join(r.replace('_', ' ') for r in roles)} ({unit_id})",
-                      units[unit_id]) for unit_id, roles in named.items() if unit_id in units]
+                      units[unit_id], str(run_dir), f"unit {unit_id}")
+            for unit_id, roles in named.items() if unit_id in units]
 
 
 def settings_of_run(run_dir: Path, **changes) -> BreedSettings:
@@ -118,8 +124,10 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     for candidate in candidates:
         unknown = set(candidate.unit.prompts) - set(day_care.breeder.prompt_fields)
         if unknown:
-            raise InputError(day_care.breeder.path, f"{candidate.label} sets {sorted(unknown)[0]!r}, which is not one "
-                             f"of prompt_fields ({', '.join(day_care.breeder.prompt_fields)})", "$.prompt_fields")
+            name = sorted(unknown)[0]
+            raise InputError(candidate.where, f"{name!r} is not a prompt field of task {settings.task!r} (prompt_fields "
+                             f"in {day_care.breeder.path}: {', '.join(day_care.breeder.prompt_fields)})",
+                             f"{candidate.field}.{name}" if candidate.field.startswith("$") else candidate.field)
     indices = items_of(settings, which, len(items) + len(extra), len(extra), suite is not None)
     if not indices:
         raise InputError("command line", f"no {which} items to score with these split settings", "--items")

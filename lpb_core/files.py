@@ -42,7 +42,7 @@ def read_text(path: Path, missing: str = "file not found") -> str:
     """A UTF-8 text file, or an InputError that says why it cannot be read (and where, for bad bytes)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some Windows editors write, is dropped
     except FileNotFoundError:
         raise InputError(path, missing) from None
     except UnicodeDecodeError as exc:
@@ -110,8 +110,29 @@ def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputE
             parts.append(extra[0] if extra else "?")
             known = ", ".join(error.schema.get("properties", {}))
             message = f"unknown field; expected one of: {known}"
+        elif error.validator == "type":
+            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            kinds = [KINDS.get(k, k) for k in wanted]
+            expected = " or ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
+            message = f"expected {expected}, got {kind_of(error.instance)}"
+        elif error.validator == "minItems":
+            message = f"needs at least {error.validator_value} items, has {len(error.instance)}"
+        elif message.startswith(repr(error.instance)) and len(repr(error.instance)) > 40:  # not the whole file
+            message = kind_of(error.instance) + message[len(repr(error.instance)):]
         errors.append(InputError(where, message, json_path(parts)))
     return errors
+
+
+KINDS = {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
+         "integer": "an integer", "boolean": "true or false", "null": "null"}
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in the words of ``KINDS``, with a short value shown as itself."""
+    kind = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+    shown = json.dumps(value, ensure_ascii=False)
+    return f"{KINDS[kind]} ({shown})" if len(shown) <= 40 and kind not in ("null",) else KINDS[kind]
 
 
 def schema_doc_at(schema_doc: dict, schema_path, prop: str) -> str | None:
@@ -120,8 +141,7 @@ def schema_doc_at(schema_doc: dict, schema_path, prop: str) -> str | None:
     for part in list(schema_path)[:-1]:
         node = node[part]
     kind = node.get("properties", {}).get(prop, {}).get("type")
-    return {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
-            "integer": "an integer", "boolean": "true or false"}.get(kind) if isinstance(kind, str) else None
+    return KINDS.get(kind) if isinstance(kind, str) else None
 
 
 def check(data: Any, schema_name: str, where: Path | str) -> None:

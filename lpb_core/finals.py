@@ -6,8 +6,10 @@ the best initial unit and every prompt the user supplied) are therefore scored o
 items, which no selection has seen, pooled with a sample of the training items
 (``Split.finals_train``), and the best there wins. Validation items alone are too few to choose
 between good prompts: at 30 items one answer is worth 0.033, and hand prompts differ by a few
-answers (benchmarks/README.md, "Quality"). Only then are the held-out test items used, once, to
-compare the winner with where the run started, item by item.
+answers (benchmarks/README.md, "Quality"). One exception: a prompt of the search takes the place of
+the user's prompts only by beating all of them on the validation items alone, so a seeded breed never
+returns a bred prompt that lost to the user's on items no selection has seen. Only then are the
+held-out test items used, once, to compare the winner with where the run started, item by item.
 """
 
 from __future__ import annotations
@@ -38,17 +40,23 @@ class Finalist:
 
 
 def finalists(history: list[GenerationRecord], count: int) -> list[Unit]:
-    """The last generation's ``count`` fittest, the best initial unit, and every seeded unit; no unit twice."""
+    """The last generation's ``count`` fittest, the best initial unit, and every seeded unit; no unit twice, and
+    a unit still in the last generation as it stands there (its latest minibatch fitness)."""
     final, initial = history[-1].population, history[0].population
     ranked = sorted(final, key=fitness_key, reverse=True)[:max(1, count)]
+    latest = {u.id: u for u in final}
     chosen = ranked + [max(initial, key=fitness_key)] + [u for u in initial if u.operator == SEED]
-    return list({u.id: u for u in chosen}.values())
+    unique: dict[str, Unit] = {}
+    for unit in chosen:
+        unique.setdefault(unit.id, latest.get(unit.id, unit))
+    return list(unique.values())
 
 
 async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, model: LanguageModel,
                         items: Split, count: int) -> tuple[Unit, list[Finalist]]:
-    """The finalist with the best finals fitness (ties: validation fitness, training fitness, then the order
-    above). A seeded unit is always a finalist, so the winner is never below the user's prompt there.
+    """The eligible finalist with the best finals fitness (ties: validation fitness, training fitness, then the
+    order above). A seeded unit is always a finalist, and a bred one wins over it only by beating it on the
+    validation items (``eligible``).
 
     Without validation items, the last generation's fittest unit wins, as in the paper.
     """
@@ -64,8 +72,21 @@ async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, m
         own = scored[k * len(batches):(k + 1) * len(batches)]  # one per batch, in the order of ``batches``
         pooled = sum(s.fitness * len(b.indices) for s, b in zip(own, batches)) / sum(len(b.indices) for b in batches)
         results.append(Finalist(unit, own[0].fitness, own[1].fitness if len(own) > 1 else None, round(pooled, 6)))
-    winner = max(results, key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit)))
-    return winner.unit, results
+    return max(eligible(results), key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit))).unit, results
+
+
+def eligible(results: list[Finalist]) -> list[Finalist]:
+    """The finalists that may win: with the user's prompts among them, those prompts and the search's prompts
+    that beat every one of them on the validation items.
+
+    The training items in the pooled finals score favour the search's prompts, whose wording was bred on
+    them; the validation items favour no one. So a bred prompt displaces the user's only by scoring higher
+    there, and the user's prompts, written without those items, are compared with each other on all of them.
+    """
+    seeds = [f.validation_fitness for f in results if f.unit.operator == SEED]
+    if not seeds:
+        return results
+    return [f for f in results if f.unit.operator == SEED or f.validation_fitness > max(seeds)]
 
 
 def roles(winner: Unit, history: list[GenerationRecord]) -> dict[str, list[str]]:

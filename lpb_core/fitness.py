@@ -141,13 +141,23 @@ class FitnessTest:
         best = None
         try:
             for label in labels:
-                score = round(float(self.scorer.score([label] * len(golds), golds)), 6)
+                score = self.checked(self.scorer.score([label] * len(golds), golds))
                 if best is None or score > best.fitness:
                     correct = tuple(bool(self.scorer.is_correct(label, gold)) for gold in golds)
                     best = ConstantAnswer(label, score, correct * len(self.variants))
+        except PluginFailure:
+            raise
         except Exception as exc:  # the scorer is a plugin: its failure names it
             raise PluginFailure.raised("fitness scorer", self.task.scorer_type, exc) from exc
         return best
+
+    def checked(self, score) -> float:
+        """A scorer's fitness, refused (naming the scorer) unless it is a number from 0 to 1."""
+        if not isinstance(score, numbers.Real) or math.isnan(score):
+            raise PluginFailure("fitness scorer", self.task.scorer_type, f"score returned {score!r:.60} instead of a number")
+        if not 0 <= score <= 1:
+            raise PluginFailure("fitness scorer", self.task.scorer_type, f"score returned {score!r:.60}, outside 0 to 1")
+        return round(float(score), 6)
 
     async def evaluate(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Unit:
         return (await self.evaluate_items(unit, batch, model)).unit
@@ -206,11 +216,7 @@ class FitnessTest:
                     workings.append(Working(question=self.question_text(item),
                                             reasoning=str(variables.get(self.task.reasoning_variable, "")).strip(),
                                             answer=response.strip()))
-            score = self.scorer.score(answers, golds)
-            if not isinstance(score, numbers.Real) or math.isnan(score):
-                raise PluginFailure("fitness scorer", self.task.scorer_type,
-                                    f"score returned {score!r:.60} instead of a number")
-            scores[variant] = round(float(score), 6)
+            scores[variant] = self.checked(self.scorer.score(answers, golds))
             correct[variant] = tuple(right)
             answered[variant] = tuple(answers)
         return scores, correct, answered, workings, unreadable

@@ -20,8 +20,10 @@ def lpb_register_mutation_operators(register):
     """Add mutation operators: ``register(operator)``.
 
     An operator has a unique ``name`` and an async ``mutate(ctx) -> Mutation`` method, where
-    ``ctx`` is a ``lpb_core.operators.MutationContext``. ``templates`` names the breeder.lmql entries
-    it runs (defaults to ``(name,)``); ``stage`` is ``"mutate"`` (chosen as the contest's operator) or
+    ``ctx`` is a ``lpb_core.operators.MutationContext`` and ``Mutation`` is in ``lpb_core.operators``.
+    ``templates`` names the breeder.lmql entries it runs (defaults to ``(name,)``; an operator that
+    runs none sets ``templates = ()``, else a day care without a template of its name switches it
+    off); ``stage`` is ``"mutate"`` (chosen as the contest's operator) or
     ``"post"`` (applied to every child after the chosen operator, such as crossover). See
     ``lpb_core.contracts.MutationOperator``.
     """
@@ -33,7 +35,8 @@ def lpb_register_fitness_scorers(register):
 
     A scorer class has a unique ``name`` (the ``fitness_scorer.type`` of task_description.json),
     a ``params_schema`` (JSON Schema of its own parameters) and is built as ``scorer_class(**params)``.
-    The instance offers ``is_correct(answer, gold) -> bool`` and ``score(answers, golds) -> float``.
+    The instance offers ``is_correct(answer, gold) -> bool`` and ``score(answers, golds) -> float``, a
+    fitness from 0 to 1.
     """
 
 
@@ -43,7 +46,7 @@ def lpb_register_selection_strategies(register):
 
     A strategy has a unique ``name`` and ``contests(population, rng) -> list[Contest]``, choosing
     which units compete in one generation and who wins; each loser is replaced by a mutated copy of
-    its winner.
+    its winner. A ``lpb_core.units.Contest`` names units by id.
     """
 
 

@@ -224,8 +224,9 @@ class PluginSet:
 
 
 class EventHooks:
-    """The run's event hooks (``hooks.lpb_generation_finished(event=...)``), as pluggy calls them; an
-    implementation that raises becomes a PluginFailure naming its logger or plugin."""
+    """The run's event hooks (``hooks.lpb_generation_finished(event=...)``), called as pluggy orders them; an
+    implementation that raises becomes a PluginFailure naming its logger or plugin, raised once every other
+    implementation has had the event (so one broken logger costs no other logger, events.jsonl included)."""
 
     def __init__(self, plugins: PluginSet):
         self._plugins = plugins
@@ -234,18 +235,32 @@ class EventHooks:
         caller = getattr(self._plugins.manager.hook, hook_name)
 
         def call(**kwargs):
-            try:
-                return caller(**kwargs)
-            except Exception as exc:
-                failure = self._failure(caller, exc)
-                if failure is None:
-                    raise
+            impls = caller.get_hookimpls()
+            if any(impl.hookwrapper or impl.wrapper or not set(impl.argnames) <= kwargs.keys() for impl in impls):
+                return self._call_together(caller, kwargs)  # pluggy's own machinery, and its own errors
+            failures = []
+            for impl in reversed(impls):  # pluggy calls the last registered (and tryfirst) first
+                try:
+                    impl.function(*(kwargs[name] for name in impl.argnames))
+                except Exception as exc:
+                    failures.append((self._failure(caller, exc, impl), exc))
+            if failures:
+                failure, exc = failures[0]
                 raise failure from exc
 
         return call
 
-    def _failure(self, caller, exc: Exception) -> PluginFailure | None:
-        impl = culprit(caller.get_hookimpls(), exc)
+    def _call_together(self, caller, kwargs):
+        try:
+            return caller(**kwargs)
+        except Exception as exc:
+            failure = self._failure(caller, exc, culprit(caller.get_hookimpls(), exc))
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def _failure(self, caller, exc: Exception, impl: pluggy.HookImpl | None) -> PluginFailure | None:
+        """``exc`` as a PluginFailure naming the logger or plugin of ``impl``; None when no plugin raised it."""
         if impl is None:
             return None
         manager = self._plugins.manager
@@ -320,9 +335,13 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
             continue
         manager.infos[ep.name] = info
         try:
-            manager.register(ep.load(), name=ep.name)
+            plugin = ep.load()
+            manager.register(plugin, name=ep.name)
         except Exception as exc:  # an import error, or pluggy refusing a hook implementation
             manager.problem(ep.name, f"{info.origin}: cannot be loaded: {one_line(exc)}")
+            continue
+        for hook in unmarked_hooks(plugin):
+            manager.problem(ep.name, f"{info.origin}: {hook} is not marked @hookimpl, so lpb never calls it")
     for plugin in extra_plugins:
         name, suffix = plugin_name(plugin), 1
         while manager.has_plugin(name) or name in manager.infos:
@@ -333,8 +352,18 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
             manager.register(plugin, name=name)
         except Exception as exc:
             manager.problem(name, f"plugin {name}: cannot be registered: {one_line(exc)}")
+            continue
+        for hook in unmarked_hooks(plugin):
+            manager.problem(name, f"plugin {name}: {hook} is not marked @hookimpl, so lpb never calls it")
     _check_pending(manager)
     return manager
+
+
+def unmarked_hooks(plugin: object) -> list[str]:
+    """Functions of a plugin named as an lpb hook but not marked ``@hookimpl``: pluggy skips them silently."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return [name for name in dir(plugin) if name.startswith(f"{hookspecs.PROJECT}_") and hasattr(hookspecs, name)
+            and callable(getattr(plugin, name)) and getattr(getattr(plugin, name), marker, None) is None]
 
 
 def one_line(exc: Exception) -> str:

@@ -45,8 +45,9 @@ def initial_template_problems(breeder: Breeder) -> list[InputError]:
 
 def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:
     """A warning if some items' gold labels are not scored right even when given as the answer itself: those
-    items can never count (a misspelt label, or one outside the scorer's labels). Not an error, and silent
-    when no gold passes, since a scorer may read answers in another form than its golds (a regex scorer)."""
+    items can never count (a misspelt label, or one outside the scorer's labels). Not an error. When no gold
+    passes it is said only for a scorer of labels: another may read answers in another form than its golds
+    (a regex scorer)."""
     if scorer is None or not items:
         return []
     bad = []
@@ -57,7 +58,7 @@ def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:
                 bad.append(index)
         except Exception:  # the scorer's failure is reported, naming it, when it first scores
             return []
-    if not bad or len(bad) == len(items):
+    if not bad or (len(bad) == len(items) and not getattr(scorer, "labels", None)):
         return []
     shown = ", ".join(f"$[{i}].{task.gold_field} = {items[i].get(task.gold_field)!r}" for i in bad[:3])
     more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

@@ -21,7 +21,7 @@ from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, open_model
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
 from lpb_core.retry import RetryPolicy
-from lpb_core.rundir import RunDirectory
+from lpb_core.rundir import RunDirectory, run_path
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
 from lpb_core.templates import TemplateError
@@ -82,7 +82,8 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     problems += preflight.day_care_problems(day_care)
     scorer, scorer_problems = preflight.build_scorer(task, plugins)
     problems += scorer_problems
-    chosen = preflight.choose_operators(day_care.breeder, plugins, list(settings.operators or ()))
+    recorded = recorded_operators(settings, task, plugins, problems)
+    chosen = preflight.choose_operators(day_care.breeder, plugins, list(settings.operators or ()) or recorded)
     problems += chosen.problems
     seeds = seed_prompts(settings, task, day_care.breeder.prompt_fields, problems)
     problems += preflight.strategy_problems(settings, plugins, day_care.breeder)
@@ -186,8 +187,27 @@ def check_resumable(run: RunDirectory, settings: BreedSettings) -> None:
     current = settings.to_dict()
     for key, value in current.items():
         if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value:
-            raise InputError(run.config_path, f"this run was made with {saved[key]!r}, not {value!r}; a resumed run "
-                             "must use the same settings", f"$.settings.{key}")
+            was, now = ("the default" if v is None else repr(v) for v in (saved[key], value))
+            raise InputError(run.config_path, f"this run was made with {was}, not {now}; a resumed run must use "
+                             "the same settings", f"$.settings.{key}")
+
+
+def recorded_operators(settings: BreedSettings, task: Task, plugins: PluginSet, problems: list) -> list[str]:
+    """For a resume without --operators: the operators the run was made with, not whatever is installed now
+    (a plugin installed since would change the generations still to come); an empty list otherwise."""
+    if settings.continue_run_number is None or settings.operators:
+        return []
+    path = run_path(task.folder, settings.continue_run_number) / "config.json"
+    try:
+        names = files.read_json(path).get("operators") or []
+    except (InputError, AttributeError):  # no such run, or not a config: the resume itself says so
+        return []
+    installed = set(plugins.operators.names())
+    for name in names:
+        if name not in installed:
+            problems.append(InputError(path, f"the run was made with operator {name!r}, which no installed plugin "
+                                       "registers now: install it to resume the run as it was", "$.operators"))
+    return [name for name in names if name in installed]
 
 
 def breed(settings: BreedSettings, extra_plugins=()) -> dict:

@@ -70,7 +70,7 @@ def as_lmql(run: RunFiles) -> str:
         f"task {settings.task!r}.",
         f"# Inputs: {', '.join(inputs) or 'none'}. The answer is the {task.answer_variable} variable. From Python:",
         "#   import lmql",
-        f"#   query = lmql.query(open('best.lmql').read(), input_variables={inputs!r})",
+        f"#   query = lmql.query(open('best.lmql').read(), input_variables={inputs!r}, is_async=False)",
         f"#   query({call}{', ' if call else ''}model=lmql.model(...)).variables[{task.answer_variable!r}]",
     ]
     return "\n".join(header + [decoder.clause] + ["    " + line if line.strip() else "" for line in body]) + "\n"

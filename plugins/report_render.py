@@ -70,7 +70,7 @@ def held_out_chart(held_out: dict) -> bytes:
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("lpb_plugins", "templates"), autoescape=jinja2.select_autoescape(["html.j2"]),
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     environment.filters["score"] = lambda value: "-" if value is None else f"{value:.3f}"
     environment.filters["cell"] = lambda text: " ".join(str(text).split()).replace("|", "\\|")
     return environment

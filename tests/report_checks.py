@@ -88,6 +88,13 @@ def check_report(run_dir: Path) -> tuple[str, Page]:
                                                   "llm_seconds", "wall_seconds")]
     assert cost[6] == ("no known prices" if summary["cost_usd"] is None else f"{summary['cost_usd']:.4f}")
 
+    # Markdown's own layout: a quoted prompt ends before the next line (else it swallows it), headings stand apart.
+    lines = markdown.split("\n")
+    assert markdown.endswith("\n") and not markdown.endswith("\n\n\n")
+    for i, line in enumerate(lines):
+        assert not line.startswith("> ") or lines[i + 1] == "", f"report.md line {i + 1} runs into the next"
+        assert not line.startswith("#") or i == 0 or lines[i - 1] == "", f"report.md line {i + 1}: heading"
+
     [best] = md_table(markdown, "training fitness")
     assert best[0] == f"{summary['best_train_fitness']:.3f}"
     for text in summary["best_unit"]["prompts"].values():

@@ -55,7 +55,22 @@ def test_missing_field(lpb, day_care):
 
 def test_mistyped_field(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(decoder_options=3))
-    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.decoder_options", "not of type")
+    assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.decoder_options",
+                          "expected a string, got a number (3)")
+
+
+def test_a_suite_that_is_not_a_list_is_named_not_quoted(lpb, day_care):
+    suite = day_care / "sentiment" / "fitness_test_suite.json"
+    suite.write_text(json.dumps({"items": json.loads(suite.read_text())}))
+    assert_one_line_error(breed(lpb, day_care), "fitness_test_suite.json: $: expected a list, got an object")
+    suite.write_text(json.dumps([{"text": "Fine.", "gold_sentiment": "positive"}]))
+    assert_one_line_error(breed(lpb, day_care), "fitness_test_suite.json: $: needs at least 2 items, has 1")
+
+
+def test_a_byte_order_mark_is_read_past(lpb, day_care):
+    path = day_care / "sentiment" / "task_description.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad saves UTF-8
+    assert lpb("validate", day_care, "--task", "sentiment").exit_code == 0
 
 
 def test_unknown_field_names_the_known_ones(lpb, day_care):
@@ -143,6 +158,15 @@ def test_a_gold_label_no_answer_can_match_is_a_warning(lpb, day_care):
     assert result.exit_code == 0 and f"  warning: {day_care}" in result.stderr and warning in result.stderr
 
 
+def test_gold_labels_none_of_which_is_the_scorers_are_a_warning(lpb, day_care):
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json",
+              lambda d: [item.update(gold_sentiment=str(item["gold_sentiment"] == "positive").lower()) for item in d])
+    result = lpb("validate", day_care, "--task", "sentiment")
+    assert result.exit_code == 0, result.output
+    assert "fitness_test_suite.json: $[0].gold_sentiment = " in result.stderr
+    assert "can never be scored right" in result.stderr
+
+
 def test_validate_lists_every_problem(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
@@ -223,6 +247,6 @@ def test_a_broken_task_does_not_hide_the_problems_of_another(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(labels="x"))
     result = lpb("validate", day_care)
     assert result.exit_code == 2
-    assert f"{other / 'task_description.json'}: $.task_description: 3 is not of type 'string'" in result.output
+    assert f"{other / 'task_description.json'}: $.task_description: expected a string, got a number (3)" in result.output
     assert f"{other / 'task_description.json'}: $.fitness_scorer: missing" in result.output
     assert "sentiment/task_description.json: $.fitness_scorer.labels" in result.output

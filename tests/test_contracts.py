@@ -106,6 +106,14 @@ class NoCtx:
         return None
 
 
+class FineOperator:  # registered as the class, not an instance
+    name = "fine_operator"
+    templates = ()
+
+    async def mutate(self, ctx):
+        return None
+
+
 class BadStage(SyncMutate):
     name, stage = "bad_stage", "pre"
 
@@ -243,6 +251,9 @@ CASES = [
     ("lpb_register_mutation_operators", SyncMutate(), "mutation operator 'sync_mutate' (SyncMutate): mutate must be "
                                                       "async (expected async def mutate(self, ctx))"),
     ("lpb_register_mutation_operators", NoCtx(), "mutate cannot be called as mutate(ctx)"),
+    ("lpb_register_mutation_operators", FineOperator,
+     "mutate cannot be called as mutate(ctx) (expected async def mutate(self, ctx)); register an instance, not the "
+     "class"),
     ("lpb_register_mutation_operators", BadStage(), "stage is 'pre'; it must be 'mutate' or 'post'"),
     ("lpb_register_mutation_operators", StringTemplates(), "templates must be a tuple of names, not 'rephrase'"),
     ("lpb_register_mutation_operators", Nameless(), "registered a mutation operator without a name"),
@@ -292,6 +303,18 @@ def test_a_registration_hook_that_raises_is_its_plugins_problem():
         load_plugins(extra_plugins=[module])
     plugins = load_plugins(extra_plugins=[module], strict=False)
     assert "lamarckian_mutation" in plugins.operators  # the other plugins' objects are there
+
+
+def test_a_hook_function_not_marked_hookimpl_is_its_plugins_problem(lpb, day_care, install_plugin):
+    install_plugin("""
+        def lpb_register_selection_strategies(register):
+            raise AssertionError("pluggy never calls an unmarked function")
+    """)
+    result = lpb("plugins")
+    assert result.exit_code == 2 and "myplugins (lpb-myplugins 0.1.0) BROKEN" in result.output
+    assert "lpb_register_selection_strategies is not marked @hookimpl, so lpb never calls it" in result.output
+    breed = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert breed.exit_code == 2 and "is not marked @hookimpl" in breed.output
 
 
 def test_a_misspelt_hook_is_its_plugins_problem():

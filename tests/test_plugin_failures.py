@@ -187,6 +187,13 @@ class WordyScorer(DividingScorer):
         return "high"
 
 
+class OutOfRangeScorer(WordyScorer):
+    name = "out_of_range"
+
+    def score(self, answers, golds):
+        return 5.0
+
+
 class RaisingFilter:
     name = "raising_filter"
 
@@ -229,7 +236,10 @@ class RaisingBackend:
     (dict(task_scorer="wordy"), dict(scorers=[WordyScorer]),
      "fitness scorer 'wordy' (plugin tests.test_plugin_failures.Plugin) score returned 'high' instead of a number "
      "in generation 0"),
-], ids=["scorer", "similarity_filter", "logger", "scorer_result"])
+    (dict(task_scorer="out_of_range"), dict(scorers=[OutOfRangeScorer]),
+     "fitness scorer 'out_of_range' (plugin tests.test_plugin_failures.Plugin) score returned 5.0, outside 0 to 1 "
+     "in generation 0"),
+], ids=["scorer", "similarity_filter", "logger", "scorer_result", "scorer_range"])
 def test_a_plugin_method_that_raises_is_named(day_care, changes, objects, expected):
     if "task_scorer" in changes:
         task_file = day_care / "sentiment" / "task_description.json"
@@ -240,6 +250,40 @@ def test_a_plugin_method_that_raises_is_named(day_care, changes, objects, expect
         breed(settings(day_care, **changes), extra_plugins=[Plugin(**objects)])
     assert failed.value.reason == expected
     assert str(failed.value).endswith(f"; finished generations are saved in {day_care / 'sentiment' / 'RUN_0'}")
+
+
+def test_a_raising_logger_costs_no_other_logger_the_event(day_care):
+    with pytest.raises(RunFailed):
+        breed(settings(day_care, loggers=["events", "raising_logger"]), extra_plugins=[Plugin(loggers=[RaisingLogger])])
+    lines = (day_care / "sentiment" / "RUN_0" / "events.jsonl").read_text().splitlines()
+    finished = [json.loads(line)["generation"] for line in lines if '"generation_finished"' in line]
+    assert finished == [0, 1]  # the built-in events logger recorded the generation the other one failed on
+
+
+def test_a_logger_failing_at_the_end_does_not_offer_to_resume_a_finished_run(lpb, day_care, install_plugin):
+    install_plugin("""
+        from lpb_core.hookspecs import hookimpl
+
+        class AtTheEnd:
+            name = "at_the_end"
+
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            def lpb_run_finished(self, event):
+                raise OSError("no space left")
+
+        @hookimpl
+        def lpb_register_loggers(register):
+            register(AtTheEnd)
+    """)
+    result = lpb("breed", "--day-care-dir", day_care, *SMALL_RUN, "--logger", "at_the_end")
+    assert result.exit_code == 1
+    run_dir = day_care / "sentiment" / "RUN_0"
+    assert one_error_line(result).endswith(
+        f"in lpb_run_finished, raised OSError: no space left; the run itself finished: {run_dir}")
+    assert (run_dir / "summary.json").is_file() and '"run_finished"' in (run_dir / "events.jsonl").read_text()
 
 
 def test_a_backend_that_raises_while_opening_is_named(lpb, day_care):
@@ -269,6 +313,27 @@ def test_an_operator_returning_something_else_than_a_mutation_is_named(day_care)
     assert failed.value.reason.startswith("mutation operator 'wrong_result' (plugin ")
     assert failed.value.reason.endswith(") returned 'a better prompt' instead of a lpb_core.operators.Mutation in "
                                         "generation 1")
+
+
+class AlwaysSkips:
+    name = "always_skips"
+    templates = ()
+
+    async def mutate(self, ctx):
+        from lpb_core.operators import OperatorSkipped
+
+        raise OperatorSkipped("needs a correct working")
+
+
+def test_operators_that_all_skip_a_parent_say_why(day_care):
+    class SkipPlugin:
+        @hookimpl
+        def lpb_register_mutation_operators(self, register):
+            register(AlwaysSkips())
+
+    with pytest.raises(RunFailed) as failed:
+        breed(settings(day_care, operators=["always_skips"]), extra_plugins=[SkipPlugin()])
+    assert "could mutate unit u0000; each skipped it (always_skips: needs a correct working)" in failed.value.reason
 
 
 class ReturnsThis:

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import attrs
 import lmql
+import pytest
 
 from lpb_plugins.loggers import EVENTS_FILE
 from lpb_plugins.run_data import LOCK_FILE, read_events
@@ -132,6 +134,45 @@ def test_a_resume_needs_only_the_task_and_the_run_number(tmp_path, lpb):
     assert again.exit_code == 0 and "all 2 generations are done, so only the final is made" in again.stderr
 
 
+def test_a_bare_resume_keeps_the_runs_loggers_and_wandb_project(tmp_path):
+    from lpb_core.cli import with_run_settings
+    from lpb_core.settings import BreedSettings
+
+    run_dir = tmp_path / "day_care" / "sentiment" / "RUN_0"
+    run_dir.mkdir(parents=True)
+    saved = {"loggers": ["console", "events", "my_jsonl"], "use_wandb": True, "wandb_project": "mine",
+             "max_llm_calls": 30}
+    (run_dir / "config.json").write_text(json.dumps({"settings": saved}))
+    bare = BreedSettings(task="sentiment", day_care_dir=tmp_path / "day_care", continue_run_number=0)
+    resumed = with_run_settings(bare, {"task", "continue_run_number"})
+    assert (resumed.loggers, resumed.use_wandb, resumed.wandb_project) == (("console", "events", "my_jsonl"), True,
+                                                                          "mine")
+    assert resumed.max_llm_calls is None  # a budget is the resume's own: the run stopped on the old one
+    quiet = with_run_settings(attrs.evolve(bare, loggers=("events",)), {"task", "continue_run_number", "quiet"})
+    assert quiet.loggers == ("events", "my_jsonl")
+    other = with_run_settings(attrs.evolve(bare, loggers=("console", "events", "csv")), {"task", "logger"})
+    assert other.loggers == ("console", "events", "csv")
+
+
+def test_a_resume_uses_the_operators_the_run_was_made_with(day_care):
+    from lpb_core.errors import InputErrors
+    from lpb_core.run import prepare
+    from lpb_core.settings import BreedSettings
+
+    run_dir = day_care / "sentiment" / "RUN_0"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"operators": ["zero_order_prompt_gen", "context_shuffling"]}))
+    resume = BreedSettings(task="sentiment", day_care_dir=day_care, continue_run_number=0, loggers=())
+    prepared = prepare(resume)  # not every operator installed now, as a plugin installed since would add one
+    assert [o.name for o in prepared.operators + prepared.post_operators] == ["zero_order_prompt_gen",
+                                                                               "context_shuffling"]
+    assert len(prepare(attrs.evolve(resume, continue_run_number=None)).operators) > 1
+    (run_dir / "config.json").write_text(json.dumps({"operators": ["zero_order_prompt_gen", "gone_op"]}))
+    with pytest.raises(InputErrors) as refused:
+        prepare(resume)
+    assert f"{run_dir / 'config.json'}: $.operators: the run was made with operator 'gone_op'" in str(refused.value)
+
+
 def test_a_resume_that_changes_a_setting_of_the_run_is_refused(tmp_path, lpb):
     day_care = tmp_path / "day_care"
     shutil.copytree(FIXTURES / "tiny_day_care", day_care)
@@ -141,6 +182,10 @@ def test_a_resume_that_changes_a_setting_of_the_run_is_refused(tmp_path, lpb):
     assert resumed.exit_code == 2
     assert resumed.output.strip().endswith("config.json: $.settings.population_size: this run was made with 4, not 6; "
                                            "a resumed run must use the same settings")
+    resumed = lpb("breed", "--day-care-dir", day_care, "--task", "sentiment", "--continue-run-number", "0",
+                  "--operators", "zero_order_prompt_gen", "--quiet")
+    assert resumed.exit_code == 2 and "this run was made with the default, not ['zero_order_prompt_gen']" in \
+        resumed.output
 
 
 def test_best_prints_the_bare_prompt_and_json(lpb, finished_run):
@@ -177,10 +222,14 @@ def test_best_as_lmql_is_a_query_lmql_runs(lpb, finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     assert repr(summary["best_unit"]["prompts"]["task_prompt"]) in code
     assert "\nargmax\n" in code  # the fitness decoder of the tiny day care
-    query = lmql.query(code, input_variables=["text"], is_async=False)
-    result = query(text="Loved every minute of it.", model=lmql.model("random", seed=1))
-    result = result[0] if isinstance(result, list) else result
-    assert result.variables["ANSWER"] in ("positive", "negative")
+    # The usage its header gives, run as written.
+    usage = [line[len("#   "):] for line in code.splitlines() if line.startswith("#   ")]
+    script = "\n".join(usage).replace("open('best.lmql').read()", "code").replace("text=...", "text=review")
+    script = script.replace("model=lmql.model(...)", "model=lmql.model('random', seed=1)")
+    namespace = {"code": code, "review": "Loved every minute of it."}
+    exec(compile(script.replace("\nquery(", "\nanswer = query("), "usage", "exec"), namespace)
+    assert namespace["answer"] in ("positive", "negative")
+    result = namespace["query"](text="Loved every minute of it.", model=lmql.model("random", seed=1))
     assert summary["best_unit"]["prompts"]["task_prompt"] in result.prompt
 
 

@@ -20,6 +20,11 @@ def test_wilson_interval_matches_the_textbook_value():
 def test_wilson_interval_stays_inside_zero_and_one():
     assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # Every interval holds its own proportion exactly, none of 48 or all of 10 included (rounding once said not).
+    for n in range(1, 200):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert low <= k / n <= high, (k, n)
 
 
 def test_mcnemar_exact_counts_only_discordant_items():
