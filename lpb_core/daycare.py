@@ -236,6 +236,16 @@ def read_suite(path: Path) -> tuple[dict, ...]:
     return tuple(items)
 
 
+def readable_items(path: Path) -> tuple[dict, ...]:
+    """The items of a suite that breaks its schema that are objects at all, so that their own problems (a
+    missing gold label or template field) are listed beside the schema's; none if the file is not a list."""
+    try:
+        items = files.read_json(path)
+    except InputError:
+        return ()
+    return tuple(item for item in items if isinstance(item, dict)) if isinstance(items, list) else ()
+
+
 def gold_label_problems(items: tuple[dict, ...], task: Task, path: Path) -> list[InputError]:
     """Items without the task's gold label: the first one named, the others counted."""
     lacking = [index for index, item in enumerate(items) if task.gold_field not in item]

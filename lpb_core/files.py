@@ -131,7 +131,7 @@ def kind_of(value: Any) -> str:
     """What a JSON value is, in the words of ``KINDS``, with a short value shown as itself."""
     kind = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number")
-    shown = json.dumps(value, ensure_ascii=False)
+    shown = json.dumps(value)  # escaped: a line separator in the value must not split the one-line error
     return f"{KINDS[kind]} ({shown})" if len(shown) <= 40 and kind not in ("null",) else KINDS[kind]
 
 

@@ -9,7 +9,8 @@ import attrs
 
 from lpb_core import __version__, files, preflight
 from lpb_core.constraints import degrade
-from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task, cross_check, gold_label_problems, load_day_care, read_suite
+from lpb_core.daycare import (FITNESS_TEMPLATE, DayCare, Task, cross_check, gold_label_problems, load_day_care,
+                              read_suite, readable_items)
 from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
 from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
@@ -73,9 +74,10 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
         elif path:
             try:
                 suites[role] = read_suite(path)
-                problems += gold_label_problems(suites[role], task, path)
             except InputError as exc:
                 problems.append(exc)
+                suites[role] = readable_items(path)
+            problems += gold_label_problems(suites[role], task, path)
     suite, held_out = suites.get("train", ()), suites.get("held_out", ())
 
     problems += cross_check(day_care, task, suite + held_out, suite_path)

@@ -179,6 +179,18 @@ def test_validate_lists_every_problem(lpb, day_care):
     assert any("'bleu'" in line for line in lines) and any("{mood}" in line for line in lines)
 
 
+def test_validate_lists_an_items_schema_problem_beside_another_items_missing_field(lpb, day_care):
+    def spoil(items):
+        del items[3]["text"]
+        items[6]["text"] = ["not", "text"]
+
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", spoil)
+    result = lpb("validate", day_care, "--task", "sentiment")
+    assert result.exit_code == 2
+    assert "fitness_test_suite.json: $[6].text: expected a string, a number or true or false, got a list" in result.output
+    assert "fitness_test_suite.json: $[3].text: missing (the fitness template needs it" in result.output
+
+
 def test_nothing_is_written_for_bad_input(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     breed(lpb, day_care)
