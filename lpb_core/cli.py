@@ -7,6 +7,7 @@ import functools
 import json
 import shlex
 import sys
+import time
 import traceback
 from importlib import resources
 from pathlib import Path
@@ -370,7 +371,7 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
         candidates += prompt_units(listed, field, prompts_file.name, str(prompts_file), "$")
     if run_dir is not None:
         candidates += run_units(run_dir)
-    result = evaluate(settings, candidates, items, suite)
+    result = evaluate(settings, candidates, items, suite, progress=None if as_json else eval_progress())
     for warning in result["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
     if as_json:
@@ -405,6 +406,16 @@ def fitness_line(summary: dict) -> str:
     if summary.get("best_test_fitness") is not None:
         parts.append(f"{summary['best_test_fitness']:.3f} on {summary['test_items']} held-out items")
     return ", ".join(parts)
+
+
+def eval_progress():
+    """A line on stderr as each prompt is scored: against a slow server, minutes pass before the table."""
+    started = time.monotonic()
+
+    def tell(unit, items: int, done: int, total: int) -> None:
+        click.echo(f"  scored {done}/{total} prompts on {items} items, {time.monotonic() - started:.0f}s", err=True)
+
+    return tell
 
 
 def seeds_ahead_on_validation(summary: dict) -> list[str]:

@@ -18,7 +18,8 @@ from lpb_core.daycare import FITNESS_TEMPLATE, cross_check, load_day_care, load_
 from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError, raise_all
 from lpb_core.fitness import FitnessTest, Minibatch, split
-from lpb_core.llm import LanguageModel, open_model, run_all
+from lpb_core.finals import Progress, evaluate_each
+from lpb_core.llm import LanguageModel, check_server_options, open_model
 from lpb_core.plugins import load_plugins
 from lpb_core.retry import RetryPolicy, ServerUnavailable
 from lpb_core.rundir import RunDirectory
@@ -105,7 +106,7 @@ def items_of(settings: BreedSettings, which: str, suite_size: int, held_out: int
 
 
 def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = "test",
-             suite: Path | None = None) -> dict:
+             suite: Path | None = None, progress: Progress | None = None) -> dict:
     """Score the candidates on the chosen items; returns what ``lpb eval --json`` prints."""
     if not candidates:
         raise InputError("command line", "nothing to score: give --prompt, --prompts-file or --run", "--prompt")
@@ -133,7 +134,9 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         raise InputError("command line", f"no {which} items to score with these split settings", "--items")
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
-    scored, failed = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices)))
+    check_server_options(settings, handle)
+    scored, failed = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices),
+                                            progress))
     baseline = scored[0]
     warnings = preflight.never_right(scorer, items, task, suite_path)
     if extra:
@@ -165,11 +168,12 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
 
 
 async def _score_all(fitness: FitnessTest, handle, settings: BreedSettings, candidates: list[Candidate],
-                     batch: Minibatch) -> tuple[list[Scored], str | None]:
+                     batch: Minibatch, progress: Progress | None) -> tuple[list[Scored], str | None]:
     model = LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size,
                           retry_policy=RetryPolicy.from_settings(settings))
     try:
-        evaluations = await run_all(fitness.evaluate_items(c.unit, batch, model) for c in candidates)
+        evaluations = await evaluate_each([(c.unit, batch) for c in candidates],
+                                          lambda unit, b: fitness.evaluate_items(unit, b, model), progress)
     finally:
         await model.aclose()
     calls, failed = len(candidates) * len(batch.indices) * len(fitness.variants), model.usage.failed_calls

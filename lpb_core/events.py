@@ -21,11 +21,15 @@ class RunStarted:
 
 @attrs.frozen
 class UnitEvaluated:
-    generation: int
+    generation: int  # the generation scored, or the last one for the stages after it
     unit: Unit
     items: int  # how many fitness items it was scored on
     done: int  # evaluations finished so far in this batch of work
     total: int  # evaluations in this batch of work
+    stage: str = "generation"  # GENERATION, FINAL (finalists on validation and training items), HELD_OUT (test items)
+
+
+GENERATION, FINAL, HELD_OUT = "generation", "final", "held_out"
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ held-out test items used, once, to compare the winner with where the run started
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import attrs
 
@@ -52,8 +52,26 @@ def finalists(history: list[GenerationRecord], count: int) -> list[Unit]:
     return list(unique.values())
 
 
+Progress = Callable[[Unit, int, int, int], None]  # after each evaluation: the unit scored, items, done, total
+
+
+async def evaluate_each(pairs: list[tuple[Unit, Minibatch]], evaluate, progress: Progress | None) -> list:
+    """``evaluate(unit, batch)`` for every pair at once, in order, telling ``progress`` as each one ends."""
+    done = 0
+
+    async def one(unit: Unit, batch: Minibatch):
+        nonlocal done
+        result = await evaluate(unit, batch)
+        done += 1
+        if progress is not None:
+            progress(getattr(result, "unit", result), len(batch.indices), done, len(pairs))
+        return result
+
+    return await run_all(one(unit, batch) for unit, batch in pairs)
+
+
 async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, model: LanguageModel,
-                        items: Split, count: int) -> tuple[Unit, list[Finalist]]:
+                        items: Split, count: int, progress: Progress | None = None) -> tuple[Unit, list[Finalist]]:
     """The eligible finalist with the best finals fitness (ties: validation fitness, training fitness, then the
     order above). A seeded unit is always a finalist, and a bred one wins over it only by beating it on the
     validation items (``eligible``).
@@ -66,7 +84,8 @@ async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, m
     batches = [Minibatch("validation", items.validation)]
     if items.finals_train:  # none when the validation items alone reach FINALS_ITEMS
         batches.append(Minibatch("finals_train", items.finals_train))
-    scored = await run_all(fitness.evaluate(u, b, model) for u in units for b in batches)
+    scored = await evaluate_each([(u, b) for u in units for b in batches],
+                                 lambda u, b: fitness.evaluate(u, b, model), progress)
     results = []
     for k, unit in enumerate(units):
         own = scored[k * len(batches):(k + 1) * len(batches)]  # one per batch, in the order of ``batches``
@@ -101,7 +120,7 @@ def roles(winner: Unit, history: list[GenerationRecord]) -> dict[str, list[str]]
 
 
 async def score_held_out(units: Iterable[Unit], named: dict[str, list[str]], fitness: FitnessTest,
-                         model: LanguageModel, test: tuple[int, ...]) -> dict:
+                         model: LanguageModel, test: tuple[int, ...], progress: Progress | None = None) -> dict:
     """Each unit's per-item outcomes on the test items, and the winner compared with every other one.
 
     Comparisons are of per-item correctness (McNemar's test), whatever the scorer's aggregate is.
@@ -109,7 +128,8 @@ async def score_held_out(units: Iterable[Unit], named: dict[str, list[str]], fit
     units = list(units)
     what = "held-out items" if len(fitness.variants) == 1 else "held-out answers"
     batch = Minibatch("test", test)
-    evaluations = await run_all(fitness.evaluate_items(u, batch, model) for u in units)
+    evaluations = await evaluate_each([(u, batch) for u in units],
+                                      lambda u, b: fitness.evaluate_items(u, b, model), progress)
     block = {"items": list(test), "variants": list(fitness.variants), "units": {}, "comparisons": []}
     outcomes = {}
     for unit, evaluation in zip(units, evaluations):

@@ -124,6 +124,9 @@ class ModelHandle:
     # Exceptions of a query (anywhere in its causes) that mean "send it again": the whole query is retried by
     # the run's retry policy. For backends that do not retry their own requests (LMQL's OpenAI client).
     transient_errors: tuple[type, ...] = ()
+    # The settings for a model served over HTTP (api_base, tokenizer) this backend read: given to a run none of
+    # whose models reads them, they are a mistake (a model spec without its openai/ prefix), not ignored.
+    server_options: tuple[str, ...] = ()
     # how many queries the models serve best at once (an in-process engine decoding them together)
     concurrency: int | None = None
     # Seconds a whole query may take before it counts as failed (and is retried), for clients that cannot
@@ -143,6 +146,18 @@ def sample_seed(key: str) -> int:
 class QueryResult:
     variables: dict
     prompt: str  # the whole interaction as the model saw and wrote it
+
+
+SERVER_OPTIONS = {"api_base": "--api-base", "tokenizer": "--tokenizer"}
+
+
+def check_server_options(settings, *handles: ModelHandle) -> None:
+    """An InputError for --api-base or --tokenizer given to a run whose models all ignore it."""
+    for field, option in SERVER_OPTIONS.items():
+        if getattr(settings, field) and not any(field in h.server_options for h in handles):
+            models = ", ".join(sorted({h.description for h in handles}))
+            raise InputError("command line", f"no model of this run reads it ({models}); a model served over HTTP "
+                             "is given as openai/<name>", option)
 
 
 def open_model(backends, spec: str, settings, option: str = "--model-name-or-path") -> ModelHandle:

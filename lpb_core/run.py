@@ -14,19 +14,20 @@ from lpb_core.daycare import (FITNESS_TEMPLATE, DayCare, Task, cross_check, gold
 from lpb_core.decoding import parse_decoder
 from lpb_core.engine import Breeder
 from lpb_core.errors import InputError, PluginError, PluginFailure, RunFailed, raise_all
-from lpb_core.events import RunFinished, RunStarted
+from lpb_core.events import FINAL, HELD_OUT, RunFinished, RunStarted, UnitEvaluated
 from lpb_core.fitness import FitnessTest, split
 from lpb_core.interrupts import InterruptGuard, Interrupted
 from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
-from lpb_core.llm import Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, open_model
+from lpb_core.llm import (Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, check_server_options,
+                           open_model)
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
 from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory, run_path
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
 from lpb_core.templates import TemplateError
-from lpb_core.units import Usage
+from lpb_core.units import GenerationRecord, Unit, Usage
 
 
 @attrs.frozen
@@ -141,10 +142,11 @@ class Models:
         settings = prepared.settings
         try:
             task = open_model(prepared.plugins.backends, settings.model_name_or_path, settings)
-            if settings.mutation_model in (None, settings.model_name_or_path):
-                return cls(task, task)
-            return cls(task, open_model(prepared.plugins.backends, settings.mutation_model, settings,
-                                        "--mutation-model"))
+            mutation = task
+            if settings.mutation_model not in (None, settings.model_name_or_path):
+                mutation = open_model(prepared.plugins.backends, settings.mutation_model, settings, "--mutation-model")
+            check_server_options(settings, task, mutation)
+            return cls(task, mutation)
         except PluginFailure as failure:
             raise prepared.plugins.attribute(failure)
 
@@ -296,11 +298,13 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
     winner, results, held_out = final.best(), [], None
     if stopped_because == "completed":  # a budget stop spends nothing more
         try:
-            winner, results = await choose_winner(history, fitness, model, items, settings.finalists)
+            winner, results = await choose_winner(history, fitness, model, items, settings.finalists,
+                                                  stage_progress(events, history, FINAL))
             if items.test:
                 named = roles(winner, history)
                 units = {u.id: u for record in history for u in record.population}
-                held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test)
+                held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test,
+                                                stage_progress(events, history, HELD_OUT))
         except BudgetExhausted as exhausted:  # every generation is done; only the final scoring is missing
             stopped_because = f"budget: {exhausted.reason} while choosing the winner"
     summary = build_summary(settings, run, config, history, winner, results, held_out, items,
@@ -309,6 +313,14 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
     run.write_summary(summary)
     events.lpb_run_finished(event=RunFinished(run_dir=run.path, summary=summary))
     return summary
+
+
+def stage_progress(events, history: list[GenerationRecord], stage: str):
+    """The final's evaluations as UnitEvaluated events, so loggers show progress after the last generation."""
+    def tell(unit: Unit, items: int, done: int, total: int) -> None:
+        events.lpb_unit_evaluated(event=UnitEvaluated(generation=history[-1].generation, unit=unit, items=items,
+                                                      done=done, total=total, stage=stage))
+    return tell
 
 
 def models_priced(*models: LanguageModel) -> bool:

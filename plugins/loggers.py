@@ -12,6 +12,7 @@ import attrs
 import click
 
 from lpb_core import files
+from lpb_core.events import FINAL, GENERATION, HELD_OUT
 from lpb_core.constraints import unenforced
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
@@ -31,6 +32,7 @@ class GenerationProgress:
     how many children a generation has is known only once its contests are drawn."""
 
     generation: int
+    stage: str = GENERATION
     started: float = attrs.field(factory=time.monotonic)
     total: int = 0
     done: int = 0
@@ -45,7 +47,13 @@ class GenerationProgress:
 
     def so_far(self) -> str:
         values = [f for f in self.fitness.values() if f is not None]
-        return f"best {max(values):.3f} mean {sum(values) / len(values):.3f}" if values else ""
+        if not values or self.stage != GENERATION:  # the final mixes item sets: no one best or mean
+            return ""
+        return f"best {max(values):.3f} mean {sum(values) / len(values):.3f}"
+
+    def label(self, total_generations: int) -> str:
+        return {FINAL: "choosing the winner", HELD_OUT: "held-out test"}.get(
+            self.stage, f"generation {self.generation}/{total_generations}")
 
 
 class ConsoleLogger:
@@ -97,27 +105,32 @@ class ConsoleLogger:
 
     @hookimpl
     def lpb_unit_evaluated(self, event):
-        if self.progress is None or self.progress.generation != event.generation:
+        if self.progress is None or (self.progress.generation, self.progress.stage) != (event.generation, event.stage):
             self.close_bar()
-            self.progress = GenerationProgress(event.generation)
+            self.progress = GenerationProgress(event.generation, event.stage)
+            if event.stage != GENERATION and not self.live:  # a stage of minutes after the last generation line
+                self.say(f"  {self.progress.label(self.total_generations)}: {event.total} evaluations...")
         progress = self.progress
         progress.scored(event)
+        label = progress.label(self.total_generations)
         if self.live:
             self.update_bar(progress)
         elif self.verbose:
-            self.say(f"  generation {event.generation}: scored {event.done}/{event.total} units on {event.items} "
-                     f"items (last {event.unit.id}: {event.unit.fitness:.3f})")
+            self.say(f"  {label}: scored {event.done}/{event.total} on {event.items} items "
+                     f"(last {event.unit.id}: {event.unit.fitness:.3f})")
         elif time.monotonic() - progress.last_line >= self.heartbeat_seconds:
             progress.last_line = time.monotonic()
-            self.say(f"  generation {progress.generation}/{self.total_generations}: {progress.done}/{progress.total} "
-                     f"units scored, {time.monotonic() - progress.started:.0f}s so far, {progress.so_far()}")
+            so_far = progress.so_far()
+            what = "units" if progress.stage == GENERATION else "evaluations"
+            self.say(f"  {label}: {progress.done}/{progress.total} {what} scored, "
+                     f"{time.monotonic() - progress.started:.0f}s so far{', ' + so_far if so_far else ''}")
 
     def update_bar(self, progress: GenerationProgress) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
             # smoothing=0: the ETA comes from the average rate of the whole generation so far.
-            self.bar = tqdm(total=progress.total, desc=f"generation {progress.generation}/{self.total_generations}",
+            self.bar = tqdm(total=progress.total, desc=progress.label(self.total_generations),
                             unit="unit", file=sys.stderr, leave=False, smoothing=0, dynamic_ncols=True)
         self.bar.set_postfix_str(progress.so_far(), refresh=False)
         if self.bar.total != progress.total:
@@ -176,7 +189,8 @@ class EventLog:
     @hookimpl
     def lpb_unit_evaluated(self, event):
         self.write("unit_evaluated", generation=event.generation, unit=event.unit.id, fitness=event.unit.fitness,
-                   scores=dict(event.unit.scores), items=event.items, done=event.done, total=event.total)
+                   scores=dict(event.unit.scores), items=event.items, done=event.done, total=event.total,
+                   stage=event.stage)
 
     @hookimpl
     def lpb_mutation_applied(self, event):

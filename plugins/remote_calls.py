@@ -47,9 +47,11 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 def _excerpt(body: str, width: int = 200) -> str:
     text = " ".join(body.split())
-    try:  # OpenAI-style {"error": {"message": ...}}
-        error = json.loads(body).get("error")
-        text = " ".join(str(error.get("message", error) if isinstance(error, dict) else error).split())
+    try:  # OpenAI-style {"error": {"message": ...}}, or FastAPI's {"detail": ...} (llama.cpp's Python server)
+        parsed = json.loads(body)
+        error = parsed.get("error", parsed.get("detail"))
+        if error is not None:
+            text = " ".join(str(error.get("message", error) if isinstance(error, dict) else error).split())
     except (ValueError, AttributeError):
         pass
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -262,3 +262,22 @@ def test_a_broken_task_does_not_hide_the_problems_of_another(lpb, day_care):
     assert f"{other / 'task_description.json'}: $.task_description: expected a string, got a number (3)" in result.output
     assert f"{other / 'task_description.json'}: $.fitness_scorer: missing" in result.output
     assert "sentiment/task_description.json: $.fitness_scorer.labels" in result.output
+
+
+def test_a_file_that_is_not_a_gguf_model_is_named(lpb, day_care, tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("hello")
+    assert_one_line_error(breed(lpb, day_care, "--model-name-or-path", str(fake)), f"--model-name-or-path: {fake}: "
+                          "not a GGUF model file")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "openai/served", "--api-base", "http://127.0.0.1:9/v1", "--tokenizer", fake)
+    assert_one_line_error(result, f"--tokenizer: {fake}: not a GGUF model file")
+
+
+def test_server_options_without_a_served_model_are_refused(lpb, day_care):
+    # --api-base for the in-process model (the openai/ prefix forgotten) would otherwise be ignored
+    assert_one_line_error(breed(lpb, day_care, "--api-base", "http://127.0.0.1:8765/v1"),
+                          "--api-base: no model of this run reads it (random")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "random", "--tokenizer", "smollm2")
+    assert_one_line_error(result, "--tokenizer: no model of this run reads it")

@@ -3,6 +3,7 @@ held-out comparisons with those prompts, `lpb eval`, and a separate model that w
 
 import asyncio
 import json
+import re
 
 import attrs
 import pytest
@@ -237,6 +238,9 @@ def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care
     assert text.exit_code == 0, text.output
     assert "2 prompt(s) on 2 test items of task 'sentiment'" in text.output
     assert "2 vs 1: " in text.output and "[" in text.output
+    # Progress on stderr as each prompt is scored (a served model can take minutes); none with --json.
+    assert re.findall(r"^  scored (\d)/2 prompts on 2 items, \d+s$", text.stderr, re.M) == ["1", "2"]
+    assert "scored" not in result.stderr
     floor = json.loads(lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
                            "--prompt", MINE, "--prompt", OTHER, "--json").output)
     constant, rows = floor["constant_answer"], floor["prompts"]

@@ -243,8 +243,18 @@ def test_hook_lpb_run_started(run):
 def test_hook_lpb_unit_evaluated(run):
     evaluated = run.events.of(UnitEvaluated)
     # Generation 0 scores every unit; later ones rescore the population on a new minibatch, then the children.
-    assert [e.generation for e in evaluated].count(0) == POPULATION
-    assert all(e.unit.fitness is not None and e.items == 4 and 1 <= e.done <= e.total for e in evaluated)
+    breeding = [e for e in evaluated if e.stage == "generation"]
+    assert [e.generation for e in breeding].count(0) == POPULATION
+    assert all(e.unit.fitness is not None and e.items == 4 and 1 <= e.done <= e.total for e in breeding)
+    # Then the final: each finalist on the validation items and on the final's training items, then the
+    # held-out test of the winner, the initial best and the seeds; all after the last generation.
+    after = evaluated[len(breeding):]
+    assert breeding == evaluated[:len(breeding)] and {e.generation for e in after} == {GENERATIONS}
+    final = [e for e in after if e.stage == "final"]
+    held_out = [e for e in after if e.stage == "held_out"]
+    assert after == final + held_out
+    assert len(final) == 2 * len(run.summary["finalists"]) and [e.done for e in final] == list(range(1, len(final) + 1))
+    assert len(held_out) == len(run.summary["held_out"]["units"]) and {e.total for e in held_out} == {len(held_out)}
 
 
 def test_hook_lpb_mutation_applied(run):

@@ -71,8 +71,12 @@ def test_a_pipe_gets_plain_lines_and_quiet_gets_none(tmp_path, lpb):
     assert piped.returncode == 0, piped.stderr
     assert [int(g) for g in GENERATION_LINE.findall(piped.stderr)] == [0, 1]
     assert "\r" not in piped.stderr and "%|" not in piped.stderr and "\x1b" not in piped.stderr
-    for line in piped.stderr.splitlines():  # the run's first line, switched-off operators, then one per generation
-        assert line.startswith(("Breeding task", "  operator ", "generation ")), line
+    for line in piped.stderr.splitlines():  # the run's first line, switched-off operators, one per generation,
+        # then one as each stage after the last generation starts
+        assert line.startswith(("Breeding task", "  operator ", "generation ", "  choosing the winner: ",
+                                "  held-out test: ")), line
+    assert re.search(r"^  choosing the winner: \d+ evaluations\.\.\.\n  held-out test: \d+ evaluations\.\.\.$",
+                     piped.stderr, re.M), piped.stderr
 
     quiet = lpb(*breed_command(tmp_path / "q")[3:], "--evolution-generations", "0", "--quiet")
     assert quiet.exit_code == 0 and quiet.stderr == ""
@@ -88,3 +92,8 @@ def test_a_long_generation_in_a_pipe_gets_a_line_every_heartbeat(day_care, monke
                                                      r"best \d\.\d{3} mean \d\.\d{3}$", line)]
     assert [h.split(":")[0] for h in heartbeats] == ["  generation 0/1"] * 4 + ["  generation 1/1"] * 6
     assert heartbeats[-1].startswith("  generation 1/1: 6/6 units scored")
+    # After the last generation the final and the held-out test keep the lines coming.
+    final = [line for line in lines if re.match(r"  choosing the winner: \d+/\d+ evaluations scored, \d+s so far$", line)]
+    held_out = [line for line in lines if re.match(r"  held-out test: \d+/\d+ evaluations scored, \d+s so far$", line)]
+    assert final and final[-1].split(":")[1].split()[0].split("/")[0] == final[-1].split("/")[1].split()[0]
+    assert held_out and lines.index(final[-1]) < lines.index(held_out[0])

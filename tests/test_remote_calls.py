@@ -164,3 +164,12 @@ def test_a_query_to_a_server_that_went_away_fails_after_the_query_timeout_instea
     assert len(calls) == 2  # sent again once (max_retries=1), then given up
     with pytest.raises(asyncio.TimeoutError):  # without a query timeout: waits (here until the test's own limit)
         asyncio.run(asyncio.wait_for(model(None)._query(never_answers, "fitness_test_template"), 0.3))
+
+
+def test_an_error_body_is_shown_by_its_message():
+    from lpb_plugins.remote_calls import _excerpt
+
+    assert _excerpt('{"error": {"message": "model not found"}}') == "model not found"
+    assert _excerpt('{"detail": "Not Found"}') == "Not Found"  # FastAPI, as llama-cpp-python's server answers
+    assert _excerpt('{"object": "list"}') == '{"object": "list"}'
+    assert _excerpt("<html>busy</html>") == "<html>busy</html>"

@@ -50,7 +50,15 @@ def resolve_gguf(model_name_or_path: Optional[str | os.PathLike] = None) -> path
     path = pathlib.Path(name).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
+    check_gguf(path)
     return path.resolve()
+
+
+def check_gguf(path: pathlib.Path) -> None:
+    """ValueError naming ``path`` unless it begins as every GGUF file does (llama.cpp's own error names no file)."""
+    with open(path, "rb") as file:
+        if file.read(4) != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF model file (it does not begin with GGUF's magic bytes)")
 
 
 # Samples hashed by gguf_fingerprint: the head holds the header, metadata and tokenizer; the blocks

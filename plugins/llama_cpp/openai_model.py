@@ -15,7 +15,7 @@ from lpb_core.retry import RetryPolicy
 from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, tokenizer_dir_for
 from lpb_plugins.llama_cpp.hf_tokenizer import HFTokenizerFolder, is_tokenizer_folder
 from lpb_plugins.llama_cpp.lmql_model import engine_model
-from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, EMBEDDED_NAME
+from lpb_plugins.llama_cpp.model_files import BACKEND_NAME, EMBEDDED_NAME, check_gguf
 from lpb_plugins.llama_cpp.openai_engine import CompletionsEngine
 from lpb_plugins.remote_calls import JsonClient
 
@@ -32,6 +32,7 @@ def _tokenizer_at(value: str) -> Optional[tuple[str, object]]:
         return folder.name, folder
     path = pathlib.Path(value).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        check_gguf(path)
         folder = tokenizer_dir_for(path)
         return folder.name, folder
     if is_tokenizer_folder(path):
