@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import shlex
 import sys
 import time
@@ -516,6 +517,16 @@ def add_plugin_commands() -> None:
             click.echo(f"Warning: {problem}", err=True)
 
 
+def quiet_shutdown_noise() -> None:
+    """Without --verbose, say nothing of what LMQL's and aiohttp's background tasks leave behind as a run ends
+    ("Task was destroyed but it is pending!", a coroutine that ignored GeneratorExit): nothing a user can act
+    on, printed after the one line that says what happened."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+
+
 def main():
+    if "--verbose" not in sys.argv:
+        quiet_shutdown_noise()
     add_plugin_commands()
     cli(prog_name="lpb")

@@ -1,5 +1,7 @@
 import json
 import re
+import subprocess
+import sys
 
 import jsonschema
 
@@ -121,3 +123,39 @@ def test_run_files_are_written_atomically_and_readable(tmp_path, monkeypatch):
         write_json_atomic(target, {"ok": 2})
     assert json.loads(target.read_text()) == {"ok": 1}  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_background_task_leftovers_are_silent_without_verbose():
+    # What a served model's client leaves behind at the end of a run, in a fresh interpreter as lpb runs.
+    script = """
+import asyncio, gc, sys
+from lpb_core.cli import quiet_shutdown_noise
+if sys.argv[1] == "quiet":
+    quiet_shutdown_noise()
+
+async def forever():
+    await asyncio.sleep(3600)
+
+class Pause:
+    def __await__(self):
+        yield
+
+async def coroutine_that_ignores_close():
+    try:
+        await Pause()
+    except GeneratorExit:
+        await Pause()
+
+loop = asyncio.new_event_loop()
+task = loop.create_task(forever())
+loop.run_until_complete(asyncio.sleep(0))
+stuck = coroutine_that_ignores_close()
+stuck.send(None)
+loop.close()
+del task, stuck
+gc.collect()
+"""
+    loud = subprocess.run([sys.executable, "-c", script, "loud"], capture_output=True, text=True, timeout=60)
+    assert "Task was destroyed but it is pending" in loud.stderr and "ignored GeneratorExit" in loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", script, "quiet"], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == ""
