@@ -91,7 +91,8 @@ async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, m
         own = scored[k * len(batches):(k + 1) * len(batches)]  # one per batch, in the order of ``batches``
         pooled = sum(s.fitness * len(b.indices) for s, b in zip(own, batches)) / sum(len(b.indices) for b in batches)
         results.append(Finalist(unit, own[0].fitness, own[1].fitness if len(own) > 1 else None, round(pooled, 6)))
-    return max(eligible(results), key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit))).unit, results
+    winner = max(eligible(results), key=lambda f: (f.finals_fitness, f.validation_fitness, fitness_key(f.unit)))
+    return winner.unit, results
 
 
 def eligible(results: list[Finalist]) -> list[Finalist]:
