@@ -158,9 +158,9 @@ def csv_names(ctx, param, value):
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
         help="Share of the training items kept back from the search, but at least 30 items (half of them when "
-             "there are fewer than 60); the finalists are compared on them pooled with training items (up to 100 items "
-             "in all); a bred prompt beats your --initial-prompt ones only by scoring higher on them alone. 0: the last "
-             "generation's fittest wins.")
+             "there are fewer than 60); the finalists are compared on them pooled with training items (up to 100 "
+             "items in all); a bred prompt beats your --initial-prompt ones only by scoring higher on them alone. "
+             "0: the last generation's fittest wins.")
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation and training items (with the "
              "best initial unit and your own prompts).")

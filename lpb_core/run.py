@@ -201,16 +201,17 @@ def recorded_operators(settings: BreedSettings, task: Task, plugins: PluginSet, 
     (a plugin installed since would change the generations still to come); an empty list otherwise."""
     if settings.continue_run_number is None or settings.operators:
         return []
-    path = run_path(task.folder, settings.continue_run_number) / "config.json"
+    run = RunDirectory(run_path(task.folder, settings.continue_run_number), settings.continue_run_number)
     try:
-        names = files.read_json(path).get("operators") or []
+        names = run.read_config().get("operators") or []
     except (InputError, AttributeError):  # no such run, or not a config: the resume itself says so
         return []
     installed = set(plugins.operators.names())
     for name in names:
         if name not in installed:
-            problems.append(InputError(path, f"the run was made with operator {name!r}, which no installed plugin "
-                                       "registers now: install it to resume the run as it was", "$.operators"))
+            problems.append(InputError(run.config_path, f"the run was made with operator {name!r}, which no "
+                                       "installed plugin registers now: install it to resume the run as it was",
+                                       "$.operators"))
     return [name for name in names if name in installed]
 
 
