@@ -213,7 +213,7 @@ def check_logger(logger_class: Any) -> list[str]:
         problems.append("cannot be built as cls(settings) (expected def __init__(self, settings))")
     except ValueError:
         pass
-    marker = f"{hookspecs.PROJECT}_impl"  # what @hookimpl sets on a function
+    marker = hookspecs.IMPL_MARKER
     for attribute in dir(logger_class):
         if not attribute.startswith(f"{hookspecs.PROJECT}_") or attribute == marker:
             continue

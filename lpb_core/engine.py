@@ -16,7 +16,7 @@ import attrs
 from lpb_core.daycare import INITIAL_TEMPLATE
 from lpb_core.errors import BreedError, ModelError, PluginFailure
 from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
-from lpb_core.fitness import FitnessTest, Minibatch
+from lpb_core.fitness import FitnessTest, Minibatch, evaluate_each
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt, mutation_problem
 from lpb_core.retry import CallFailed
@@ -202,17 +202,13 @@ class Breeder:
     async def evaluate_all(self, units: list[Unit], batch: Minibatch, generation: int) -> list[Unit]:
         """Score the units not yet scored on ``batch``; keeps order."""
         todo = [i for i, u in enumerate(units) if u.scored_on != batch.id]
-        done = 0
 
-        async def one(unit: Unit) -> Unit:
-            nonlocal done
-            scored = await self.fitness.evaluate(unit, batch, self.model)
-            done += 1
-            self.hooks.lpb_unit_evaluated(event=UnitEvaluated(
-                generation=generation, unit=scored, items=len(batch.indices), done=done, total=len(todo)))
-            return scored
+        def tell(unit: Unit, items: int, done: int, total: int) -> None:
+            self.hooks.lpb_unit_evaluated(event=UnitEvaluated(generation=generation, unit=unit, items=items,
+                                                              done=done, total=total))
 
-        results = await run_all((one(units[i]) for i in todo))
+        results = await evaluate_each([(units[i], batch) for i in todo],
+                                      lambda unit, b: self.fitness.evaluate(unit, b, self.model), tell)
         units = list(units)
         for i, scored in zip(todo, results):
             units[i] = scored

@@ -17,8 +17,7 @@ from lpb_core.constraints import degrade, unenforced
 from lpb_core.daycare import FITNESS_TEMPLATE, cross_check, load_day_care, load_suite
 from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError, raise_all
-from lpb_core.fitness import FitnessTest, Minibatch, split
-from lpb_core.finals import Progress, evaluate_each
+from lpb_core.fitness import FitnessTest, Minibatch, Progress, evaluate_each, split
 from lpb_core.llm import LanguageModel, check_server_options, open_model
 from lpb_core.plugins import load_plugins
 from lpb_core.retry import RetryPolicy, ServerUnavailable

@@ -132,7 +132,7 @@ def kind_of(value: Any) -> str:
     kind = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number")
     shown = json.dumps(value)  # escaped: a line separator in the value must not split the one-line error
-    return f"{KINDS[kind]} ({shown})" if len(shown) <= 40 and kind not in ("null",) else KINDS[kind]
+    return f"{KINDS[kind]} ({shown})" if len(shown) <= 40 and kind != "null" else KINDS[kind]
 
 
 def schema_doc_at(schema_doc: dict, schema_path, prop: str) -> str | None:

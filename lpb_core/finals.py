@@ -14,12 +14,12 @@ held-out test items used, once, to compare the winner with where the run started
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import attrs
 
-from lpb_core.fitness import FitnessTest, Minibatch, Split
-from lpb_core.llm import LanguageModel, run_all
+from lpb_core.fitness import FitnessTest, Minibatch, Progress, Split, evaluate_each
+from lpb_core.llm import LanguageModel
 from lpb_core.stats import compare
 from lpb_core.units import SEED, GenerationRecord, Unit, fitness_key
 
@@ -50,24 +50,6 @@ def finalists(history: list[GenerationRecord], count: int) -> list[Unit]:
     for unit in chosen:
         unique.setdefault(unit.id, latest.get(unit.id, unit))
     return list(unique.values())
-
-
-Progress = Callable[[Unit, int, int, int], None]  # after each evaluation: the unit scored, items, done, total
-
-
-async def evaluate_each(pairs: list[tuple[Unit, Minibatch]], evaluate, progress: Progress | None) -> list:
-    """``evaluate(unit, batch)`` for every pair at once, in order, telling ``progress`` as each one ends."""
-    done = 0
-
-    async def one(unit: Unit, batch: Minibatch):
-        nonlocal done
-        result = await evaluate(unit, batch)
-        done += 1
-        if progress is not None:
-            progress(getattr(result, "unit", result), len(batch.indices), done, len(pairs))
-        return result
-
-    return await run_all(one(unit, batch) for unit, batch in pairs)
 
 
 async def choose_winner(history: list[GenerationRecord], fitness: FitnessTest, model: LanguageModel,

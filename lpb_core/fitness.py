@@ -6,6 +6,7 @@ import itertools
 import math
 import numbers
 import random
+from typing import Callable
 
 import attrs
 
@@ -117,6 +118,24 @@ def teaching_material(workings: list[Working], limit: int) -> tuple[Working, ...
     return tuple(in_turn[:limit])
 
 
+Progress = Callable[[Unit, int, int, int], None]  # after each evaluation: the unit scored, items, done, total
+
+
+async def evaluate_each(pairs: list[tuple[Unit, Minibatch]], evaluate, progress: Progress | None) -> list:
+    """``evaluate(unit, batch)`` for every pair at once, in order, telling ``progress`` as each one ends."""
+    done = 0
+
+    async def one(unit: Unit, batch: Minibatch):
+        nonlocal done
+        result = await evaluate(unit, batch)
+        done += 1
+        if progress is not None:
+            progress(getattr(result, "unit", result), len(batch.indices), done, len(pairs))
+        return result
+
+    return await run_all(one(unit, batch) for unit, batch in pairs)
+
+
 @attrs.frozen
 class FitnessTest:
     """How units are scored in this run: the template, the scorer, the variants and the suite."""
@@ -154,9 +173,11 @@ class FitnessTest:
     def checked(self, score) -> float:
         """A scorer's fitness, refused (naming the scorer) unless it is a number from 0 to 1."""
         if not isinstance(score, numbers.Real) or math.isnan(score):
-            raise PluginFailure("fitness scorer", self.task.scorer_type, f"score returned {score!r:.60} instead of a number")
+            raise PluginFailure("fitness scorer", self.task.scorer_type,
+                                f"score returned {score!r:.60} instead of a number")
         if not 0 <= score <= 1:
-            raise PluginFailure("fitness scorer", self.task.scorer_type, f"score returned {score!r:.60}, outside 0 to 1")
+            raise PluginFailure("fitness scorer", self.task.scorer_type,
+                                f"score returned {score!r:.60}, outside 0 to 1")
         return round(float(score), 6)
 
     async def evaluate(self, unit: Unit, batch: Minibatch, model: LanguageModel) -> Unit:

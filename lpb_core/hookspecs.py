@@ -13,6 +13,7 @@ import pluggy
 PROJECT = "lpb"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+IMPL_MARKER = f"{PROJECT}_impl"  # the attribute @hookimpl sets on a function
 
 
 @hookspec

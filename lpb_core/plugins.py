@@ -238,15 +238,14 @@ class EventHooks:
             impls = caller.get_hookimpls()
             if any(impl.hookwrapper or impl.wrapper or not set(impl.argnames) <= kwargs.keys() for impl in impls):
                 return self._call_together(caller, kwargs)  # pluggy's own machinery, and its own errors
-            failures = []
+            first = None  # (failure, exception) of the first implementation that raised
             for impl in reversed(impls):  # pluggy calls the last registered (and tryfirst) first
                 try:
                     impl.function(*(kwargs[name] for name in impl.argnames))
                 except Exception as exc:
-                    failures.append((self._failure(caller, exc, impl), exc))
-            if failures:
-                failure, exc = failures[0]
-                raise failure from exc
+                    first = first or (self._failure(caller, exc, impl), exc)
+            if first:
+                raise first[0] from first[1]
 
         return call
 
@@ -361,9 +360,8 @@ def get_plugin_manager(disabled: Iterable[str] = (), extra_plugins: Iterable[obj
 
 def unmarked_hooks(plugin: object) -> list[str]:
     """Functions of a plugin named as an lpb hook but not marked ``@hookimpl``: pluggy skips them silently."""
-    marker = f"{hookspecs.PROJECT}_impl"
     return [name for name in dir(plugin) if name.startswith(f"{hookspecs.PROJECT}_") and hasattr(hookspecs, name)
-            and callable(getattr(plugin, name)) and getattr(getattr(plugin, name), marker, None) is None]
+            and callable(getattr(plugin, name)) and getattr(getattr(plugin, name), hookspecs.IMPL_MARKER, None) is None]
 
 
 def one_line(exc: Exception) -> str:
