@@ -372,9 +372,15 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
         candidates += prompt_units(listed, field, prompts_file.name, str(prompts_file), "$")
     if run_dir is not None:
         candidates += run_units(run_dir)
-    result = evaluate(settings, candidates, items, suite, progress=None if as_json else eval_progress())
-    for warning in result["warnings"]:
+    said = []
+
+    def warn(warning: str) -> None:
         click.echo(f"Warning: {warning}", err=True)
+        said.append(warning)
+
+    result = evaluate(settings, candidates, items, suite, progress=None if as_json else eval_progress(), warn=warn)
+    for warning in result["warnings"][len(said):]:  # those only scoring could tell (failed calls)
+        warn(warning)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return

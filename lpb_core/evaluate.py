@@ -8,6 +8,7 @@ one, item by item (McNemar's exact test), on the same items.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -105,8 +106,10 @@ def items_of(settings: BreedSettings, which: str, suite_size: int, held_out: int
 
 
 def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = "test",
-             suite: Path | None = None, progress: Progress | None = None) -> dict:
-    """Score the candidates on the chosen items; returns what ``lpb eval --json`` prints."""
+             suite: Path | None = None, progress: Progress | None = None,
+             warn: Callable[[str], None] | None = None) -> dict:
+    """Score the candidates on the chosen items; returns what ``lpb eval --json`` prints. The warnings known
+    before scoring are also passed to ``warn`` as soon as they are known."""
     if not candidates:
         raise InputError("command line", "nothing to score: give --prompt, --prompts-file or --run", "--prompt")
     plugins = load_plugins(settings.disabled_plugins)
@@ -134,15 +137,17 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     check_server_options(settings, handle)
-    scored, failed = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices),
-                                            progress))
-    baseline = scored[0]
     warnings = preflight.never_right(scorer, items, task, suite_path)
     if extra:
         warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
     _, dropped = degrade(day_care.breeder.templates[FITNESS_TEMPLATE].code, handle.enforces)
     if dropped:  # as a breed reports it: the answers may be read differently than with the constraint
         warnings.append(unenforced(FITNESS_TEMPLATE, dropped))
+    for warning in warnings if warn else ():  # said before the minutes of scoring, not after them
+        warn(warning)
+    scored, failed = asyncio.run(_score_all(fitness, handle, settings, candidates, Minibatch(which, indices),
+                                            progress))
+    baseline = scored[0]
     if failed:
         warnings.append(failed)
     constant = fitness.constant_answer(indices)

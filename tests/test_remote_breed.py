@@ -104,8 +104,10 @@ def test_an_eval_on_a_chat_server_says_which_constraints_it_cannot_enforce(lpb, 
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path",
                  "openai/gpt-4o-mini", "--api-base", server.api_base, "--prompt", "Positive or negative?")
     assert result.exit_code == 0, result.output
-    assert ("Warning: fitness_test_template: the model cannot enforce ANSWER in ['positive', 'negative']; the answer "
-            "is generated short and read by the scorer") in result.stderr
+    warning = ("Warning: fitness_test_template: the model cannot enforce ANSWER in ['positive', 'negative']; the "
+               "answer is generated short and read by the scorer")
+    assert warning in result.stderr
+    assert result.stderr.index(warning) < result.stderr.index("scored 1/1 prompts")  # before the scoring, not after
 
 
 def test_a_base_url_without_v1_is_one_line_with_a_hint(lpb, day_care, server, monkeypatch):
