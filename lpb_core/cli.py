@@ -36,7 +36,8 @@ def option(name: str, *extra_names: str, **kwargs):
     underscored = "--" + name
     if underscored not in spellings:
         spellings.append(underscored)
-    if "default" not in kwargs and not kwargs.get("multiple") and hasattr(_DEFAULTS, name.lower()):
+    if "default" not in kwargs and not kwargs.get("multiple") and not kwargs.get("required") \
+            and hasattr(_DEFAULTS, name.lower()):
         kwargs["default"] = getattr(_DEFAULTS, name.lower())
         kwargs.setdefault("show_default", True)
     return click.option(*spellings, name.lower(), **kwargs)
@@ -110,7 +111,7 @@ def csv_names(ctx, param, value):
         "with --api-base), or random.")
 @option("day_care_dir", type=click.Path(path_type=Path), default=None, show_default="the built-in example",
         help="Day care folder (breeder.lmql, mutation_prompts.json, thinking_styles.json, <task>/).")
-@option("task", required=True, default=None, help="Task folder inside the day care to breed prompts for.")
+@option("task", required=True, help="Task folder inside the day care to breed prompts for.")
 @option("decoder_options_override", help="LMQL decoder for all queries, e.g. 'argmax'; replaces the task's.")
 @option("fitness_test_suite", type=click.Path(path_type=Path), default=None,
         show_default="<task>/fitness_test_suite.json", help="Fitness suite: items with template fields and gold_<task>.")

@@ -38,6 +38,10 @@ def test_missing_task_folder(lpb, day_care):
     assert_one_line_error(result, "--task", "'nope'", "sentiment")
 
 
+def test_forgetting_the_task_is_a_usage_error(lpb, day_care):
+    assert_one_line_error(lpb("breed", "--day-care-dir", day_care, "--population-size", "4"), "Missing option '--task'")
+
+
 def test_invalid_json(lpb, day_care):
     (day_care / "sentiment" / "task_description.json").write_text('{"task_description": "x",')
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "invalid JSON", "line 1")
