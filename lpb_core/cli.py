@@ -58,6 +58,8 @@ def report_errors(command):
         except (InputError, PluginError) as exc:
             click.echo(f"Error: {one_line(exc)}", err=True)
             sys.exit(2)
+        except click.UsageError:  # click prints it on one line and exits 2
+            raise
         except KeyboardInterrupt:  # outside a breed (a breed reports its own, with the resume command)
             click.echo("Interrupted.", err=True)
             sys.exit(130)

@@ -42,6 +42,12 @@ def test_forgetting_the_task_is_a_usage_error(lpb, day_care):
     assert_one_line_error(lpb("breed", "--day-care-dir", day_care, "--population-size", "4"), "Missing option '--task'")
 
 
+@pytest.mark.parametrize("command, expected", [(("eval",), "give --task (or --run)"),
+                                               (("report",), "give RUN_DIR, or --task and --run-number")])
+def test_a_command_missing_what_to_work_on_is_a_usage_error(lpb, command, expected):
+    assert_one_line_error(lpb(*command), expected)
+
+
 def test_invalid_json(lpb, day_care):
     (day_care / "sentiment" / "task_description.json").write_text('{"task_description": "x",')
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "invalid JSON", "line 1")

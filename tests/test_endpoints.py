@@ -233,3 +233,40 @@ def test_breed_spreads_queries_over_both_endpoints(servers, tmp_path):
             assert 0.0 <= unit["fitness"] <= 1.0
             for working in unit["workings"]:  # answers the scorer read as correct
                 assert working["answer"].strip() and "\ufffd" not in working["answer"]
+
+
+
+def test_a_server_that_goes_away_mid_query_fails_the_query_at_once_without_a_traceback(tmp_path, capfd):
+    import aiohttp
+    from lmql.models.lmtp.errors import LMTPStreamError
+    from lmql.models.lmtp.lmtp_client import LMTPWebSocketClient
+
+    server = Server("lost", tmp_path)
+    try:
+        server.wait_ready(time.monotonic() + START_TIMEOUT)
+        model = remote_model(server.endpoint)  # installs lpb's handling of a lost connection
+        tokenizer = model.get_tokenizer().tokenizer_impl
+        ids = tokenizer.encode(format_chat(None, "Tell me a long story."))
+
+        async def run():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"http://{server.endpoint}") as ws:
+                    client = LMTPWebSocketClient(model.model_identifier, ws)
+                    client.connect()
+                    # end of sequence banned: the server is still generating when it goes away
+                    stream = client.generate(ids, max_tokens=100_000, temperature=1.0,
+                                             logit_bias={tokenizer.eos_token_id: -100})
+                    await anext(stream)
+                    server.stop()
+                    # LMQL alone waits for the lost server forever: the bound only keeps a failing test finite
+                    async for _ in stream:
+                        pass
+
+        with pytest.raises(LMTPStreamError, match="connection to the LMTP server closed"):
+            asyncio.run(asyncio.wait_for(run(), 120))
+        # the next query finds nothing at the endpoint: LMQL's error, without LMQL printing its traceback
+        with pytest.raises(RuntimeError, match="attempting to communicate with lmtp endpoint"):
+            asyncio.run(asyncio.wait_for(q_yes_no("Yes or no? ", model=model), 120))
+        assert "File " not in capfd.readouterr().err
+    finally:
+        server.stop()

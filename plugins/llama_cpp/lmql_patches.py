@@ -1,14 +1,16 @@
 """Changes to LMQL 0.7.3, each installed where a model is opened, never at import:
 
 * :func:`install_fast_token_set_eq`: a result-identical speed-up of its constraint evaluation;
-* :func:`keep_role_tags`: role tags kept for our models, for their chat templates to render.
+* :func:`keep_role_tags`: role tags kept for our models, for their chat templates to render;
+* :func:`fail_queries_when_lmtp_server_goes`: a lost `lpb serve` fails its queries at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["install_fast_token_set_eq", "keep_role_tags", "reserve_role_tag_ids", "ROLE_TAGS"]
+__all__ = ["fail_queries_when_lmtp_server_goes", "install_fast_token_set_eq", "keep_role_tags", "reserve_role_tag_ids",
+           "ROLE_TAGS"]
 
 _fast_token_sets_installed = False
 
@@ -171,3 +173,40 @@ def install_bopenai_loop_fix() -> None:
 
     bopenai.Completion.create = staticmethod(create)
     _bopenai_fixed = True
+
+
+_lmtp_losses_handled = False
+
+
+def fail_queries_when_lmtp_server_goes() -> None:
+    """Queries on an LMTP server that goes away fail at once, with one message and no traceback.
+
+    LMQL 0.7.3's websocket client stops reading when the server's connection closes but leaves the queries
+    waiting on it unanswered: a breed would sit out the request timeout (two minutes by default) and then
+    print the traceback of LMQL's next failed connection attempt before lpb's own message. Here the end of
+    the connection ends every stream still waiting on it with an error, and the failed connection attempt,
+    which LMQL raises to the query with its message anyway, is not printed. Idempotent.
+    """
+    global _lmtp_losses_handled
+    if _lmtp_losses_handled:
+        return
+    import types
+
+    from lmql.models.lmtp import lmtp_client, lmtp_dcmodel
+
+    original = lmtp_client.LMTPWebSocketClient.connect
+
+    def connect(self):
+        original(self)
+
+        def closed(_task):
+            # a stream that already ended never reads its queue again, so this reaches only those waiting
+            for queues in self.iterators.values():
+                for queue in queues:
+                    queue.put_nowait({"error": "the connection to the LMTP server closed (has `lpb serve` stopped?)"})
+
+        self.handler.add_done_callback(closed)
+
+    lmtp_client.LMTPWebSocketClient.connect = connect
+    lmtp_dcmodel.traceback = types.SimpleNamespace(print_tb=lambda tb: None)
+    _lmtp_losses_handled = True

@@ -16,7 +16,8 @@ from typing import Any, Dict, Optional
 
 from lpb_plugins.llama_cpp.chat import chat_format_for, role_tokenizer
 from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, model_identifier, tokenizer_dir_for
-from lpb_plugins.llama_cpp.lmql_patches import install_fast_token_set_eq, keep_role_tags
+from lpb_plugins.llama_cpp.lmql_patches import (fail_queries_when_lmtp_server_goes, install_fast_token_set_eq,
+                                                keep_role_tags)
 from lpb_plugins.llama_cpp.model_files import resolve_gguf
 
 __all__ = ["DEFAULT_CLIENT_CHUNKSIZE", "check_reachable", "remote_model"]
@@ -85,6 +86,7 @@ def remote_model(endpoint: str, gguf_path: Optional[str | os.PathLike] = None):
     identifier = model_identifier(path)
     keep_role_tags(identifier, _client_tokenizer(identifier, path))
     install_fast_token_set_eq()
+    fail_queries_when_lmtp_server_goes()
     address = _normalise_endpoint(endpoint)
     m = lmql.model(identifier, endpoint=address, chunksize=DEFAULT_CLIENT_CHUNKSIZE)
     m.endpoint = address
