@@ -18,7 +18,7 @@ import click
 
 from lpb_core.errors import BreedError, InputError, PluginError, RunFailed, problems_in
 from lpb_core.interrupts import Interrupted
-from lpb_core.settings import BreedSettings
+from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
 from lpb_core.units import SEED
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
@@ -140,7 +140,8 @@ def csv_names(ctx, param, value):
 @option("similarity_filter", help="Registered near-duplicate filter for the EDA operators.")
 @option("operators", default=None, callback=csv_names, help="Comma-separated operators to use (default: all).")
 @option("disable_plugin", "-p", multiple=True, help="Plugin name to leave out of this run (repeatable).")
-@option("logger", multiple=True, help="Extra logger to enable by name (repeatable); console is always on.")
+@option("logger", multiple=True, help="Extra logger to enable by name (repeatable), beside the console's progress "
+        "(unless --quiet) and events.jsonl.")
 @option("fitness_batch_size", type=click.IntRange(0), help="Training items per fitness evaluation (0: all).")
 @option("test_split", type=click.FloatRange(0, 0.9), help="Share of the suite held out for the final test score.")
 @option("n_threads", type=click.IntRange(1), default=None, show_default="every core this process may use",
@@ -183,8 +184,6 @@ def breed(**options):
     _breed(given, **options)
 
 
-# Loggers every `lpb breed` enables: progress on the console (not with --quiet), then the event log.
-DEFAULT_LOGGERS = ("console", "events")
 # Options of `lpb breed` whose settings field has another name (every other option is named as its field).
 _FIELD_OF_OPTION = {"disable_plugin": "disabled_plugins", "logger": "loggers", "test_nocot": "test_no_cot",
                     "endpoint": "endpoints", "initial_prompt": "initial_prompts"}
@@ -240,8 +239,7 @@ def with_run_settings(settings: BreedSettings, given: set[str]) -> BreedSettings
         return settings  # the breed says there is no such run
     saved = run.read_config().get("settings", {})
     given_fields = {_FIELD_OF_OPTION.get(name, name) for name in given}
-    known = {f.name for f in attrs.fields(BreedSettings)}
-    kept = {k: v for k, v in saved.items() if k in known and k not in given_fields
+    kept = {k: v for k, v in BreedSettings.known(saved).items() if k not in given_fields
             and (k not in RESUMABLE_CHANGES or k in ("evolution_generations", "use_wandb", "wandb_project"))}
     if "loggers" not in given_fields:
         kept["loggers"] = tuple(dict.fromkeys([*settings.loggers, *(name for name in saved.get("loggers", ())
@@ -479,13 +477,20 @@ def _plugins(as_json, disable_plugin):
 @click.option("--fitness-test-suite", "--fitness_test_suite", type=click.Path(path_type=Path), default=None)
 @click.option("--operators", default=None, callback=csv_names, help="Operators that must be usable.")
 @click.option("--disable-plugin", "-p", multiple=True)
-def validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin):
-    """Check a day care folder: every file against its schema, and the files against each other."""
-    _validate(day_care_dir or default_day_care(), task, fitness_test_suite, operators, disable_plugin)
+@option("selection_strategy", help="Selection strategy the breed will use.")
+@option("similarity_filter", help="Near-duplicate filter the breed will use.")
+@option("logger", multiple=True, help="Extra logger the breed will enable (repeatable).")
+def validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin, selection_strategy, similarity_filter,
+             logger):
+    """Check a day care folder: every file against its schema, and the files against each other; and the plugins
+    and options a breed would use."""
+    _validate(day_care_dir or default_day_care(), task, fitness_test_suite, operators, disable_plugin,
+              dict(selection_strategy=selection_strategy, similarity_filter=similarity_filter,
+                   loggers=(*DEFAULT_LOGGERS, *logger)))
 
 
 @report_errors
-def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin):
+def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin, breed_options):
     from lpb_core.daycare import load_day_care
     from lpb_core.run import prepare
 
@@ -500,7 +505,8 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin)
     for name in tasks:
         try:
             warnings += prepare(BreedSettings(task=name, day_care_dir=day_care_dir, fitness_test_suite=fitness_test_suite,
-                                              operators=operators, disabled_plugins=disable_plugin, loggers=())).warnings
+                                              operators=operators, disabled_plugins=disable_plugin,
+                                              **breed_options)).warnings
         except (InputError, PluginError) as exc:
             problems.extend(problems_in(exc))
     for warning in warnings:

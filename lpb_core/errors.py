@@ -23,14 +23,15 @@ class InputError(Exception):
 class InputErrors(InputError):
     """Several problems found at once (``lpb validate`` lists every one): InputErrors and PluginErrors."""
 
-    def __init__(self, errors: list[Exception]):
+    def __init__(self, errors: list[Exception], lister: str | None = "lpb validate"):
+        """``lister``: the command that lists every problem (None: none does, as for a damaged run file)."""
         self.errors = [e for error in errors for e in problems_in(error)]
         first = self.errors[0]
         super().__init__(getattr(first, "where", None), getattr(first, "message", str(first)),
                          getattr(first, "field", None))
         more = len(self.errors) - 1
-        self.args = (f"{first} (and {more} more problem{'s' * (more > 1)}: lpb validate lists them all)" if more
-                     else str(first),)
+        listed = f": {lister} lists them all" if lister else ""
+        self.args = (f"{first} (and {more} more problem{'s' * (more > 1)}{listed})" if more else str(first),)
 
 
 def problems_in(error: Exception) -> list[Exception]:

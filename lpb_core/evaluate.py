@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from lpb_core import files, preflight
+from lpb_core import preflight
 from lpb_core.constraints import degrade, unenforced
 from lpb_core.daycare import FITNESS_TEMPLATE, cross_check, load_day_care, load_suite
 from lpb_core.decoding import parse_decoder
@@ -73,11 +73,11 @@ def prompt_units(texts, first_field: str, label: str, where: str, field: str) ->
 
 def run_units(run_dir: Path) -> list[Candidate]:
     """A run's winner, its best initial unit and its seeded units, as summary.json names them."""
-    if (run_dir / "config.json").is_file() and not (run_dir / "summary.json").is_file():
+    run = RunDirectory(run_dir, None)
+    summary = run.read_summary()
+    if summary is None:
         raise InputError(run_dir, "the run has not finished (no summary.json yet): resume it with lpb breed "
                          "--continue-run-number, or score its prompts with lpb best and --prompts-file", "--run")
-    summary = files.read_json(run_dir / "summary.json")
-    run = RunDirectory(run_dir, None)
     units = {u.id: u for record in run.generations() for u in record.population}
     named = {summary["best_unit"]["id"]: ["best"]}
     for unit_id, entry in ((summary.get("held_out") or {}).get("units") or {}).items():
@@ -90,9 +90,7 @@ def run_units(run_dir: Path) -> list[Candidate]:
 
 def settings_of_run(run_dir: Path, **changes) -> BreedSettings:
     """The settings a run was made with (model, seed, split, decoder...), with ``changes`` applied."""
-    saved = files.read_json(run_dir / "config.json").get("settings", {})
-    known = {f.name for f in attrs.fields(BreedSettings)}
-    values = {k: v for k, v in saved.items() if k in known}
+    values = BreedSettings.known(RunDirectory(run_dir, None).read_config()["settings"])
     values.update({k: v for k, v in changes.items() if v is not None})
     return BreedSettings(**values)
 

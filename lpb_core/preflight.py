@@ -17,7 +17,7 @@ from lpb_core.daycare import INITIAL_TEMPLATE, Breeder, DayCare, Task
 from lpb_core.errors import InputError, PluginError, raise_all
 from lpb_core.operators import BASE_ARGS, MUTATE, POST, operator_templates
 from lpb_core.plugins import PluginSet
-from lpb_core.settings import BreedSettings
+from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
 from lpb_core.templates import TemplateError
 from lpb_core.units import Unit, contest_problem
 
@@ -166,6 +166,10 @@ def build_loggers(settings: BreedSettings, plugins: PluginSet, names: list[str])
     """The run's loggers, each built as ``cls(settings)``; a failing constructor names the logger."""
     loggers, problems = {}, []
     for name in names:
+        if name in DEFAULT_LOGGERS and name not in plugins.loggers.names():
+            problems.append(InputError("command line", f"logger {name!r}, which every breed uses, is not registered: "
+                                       "leave the plugin that provides it enabled", "--disable-plugin"))
+            continue
         try:
             logger_class = plugins.loggers.get(name, "command line", "--logger")
             loggers[name] = logger_class(settings)

@@ -91,10 +91,13 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     seeds = seed_prompts(settings, task, day_care.breeder.prompt_fields, problems)
     problems += preflight.strategy_problems(settings, plugins, day_care.breeder)
     problems += preflight.check_similarity_filter(settings, plugins)
+    try:
+        loggers = preflight.build_loggers(settings, plugins, active_loggers(settings))
+    except (InputError, PluginError) as exc:
+        problems.append(exc)
     raise_all(problems)
     warnings = [w for role, path in (("train", suite_path), ("held_out", settings.test_suite))
                 for w in preflight.never_right(scorer, suites.get(role, ()), task, path)]
-    loggers = preflight.build_loggers(settings, plugins, active_loggers(settings))
     return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), chosen.operators,
                     chosen.post_operators, chosen.disabled, loggers, seeds, scorer, tuple(warnings))
 

@@ -9,12 +9,15 @@ import socket
 from pathlib import Path
 
 from lpb_core import files
-from lpb_core.errors import InputError
+from lpb_core.errors import InputError, InputErrors
 from lpb_core.units import GenerationRecord
 
-_RUN = re.compile(r"^RUN_(\d+)$")
+RUN_NAME = re.compile(r"^RUN_(\d+)$")
 _GENERATION = re.compile(r"^generation_(\d+)\.json$")
-LOCK_FILE = "breed.lock"
+CONFIG_FILE = "config.json"  # written first: a folder with one is a run
+SUMMARY_FILE = "summary.json"  # written when a breed ends
+EVENTS_FILE = "events.jsonl"  # appended by the events logger
+LOCK_FILE = "breed.lock"  # flock-ed by the breed working on the run
 
 
 def run_path(task_folder: Path, number: int) -> Path:
@@ -40,7 +43,7 @@ class RunDirectory:
                 old.unlink()
             return run
         task_folder.mkdir(parents=True, exist_ok=True)
-        number = max((int(m.group(1)) for p in task_folder.iterdir() if (m := _RUN.match(p.name))), default=-1) + 1
+        number = max((int(m.group(1)) for p in task_folder.iterdir() if (m := RUN_NAME.match(p.name))), default=-1) + 1
         while True:
             try:
                 run_path(task_folder, number).mkdir()  # mkdir claims the number against a concurrent new run
@@ -55,7 +58,7 @@ class RunDirectory:
     def existing(cls, task_folder: Path, number: int) -> "RunDirectory":
         """RUN_<number> to resume, locked for this breed: refused while another breed holds it."""
         path = run_path(task_folder, number)
-        if not (path / "config.json").exists():
+        if not (path / CONFIG_FILE).exists():
             raise InputError(path, "no such run to continue (config.json missing)", "--continue-run-number")
         run = cls(path, number)
         run.lock()
@@ -97,17 +100,21 @@ class RunDirectory:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG_FILE
 
     @property
     def summary_path(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY_FILE
 
     def write_config(self, config: dict) -> None:
         files.write_json_atomic(self.config_path, config)
 
     def read_config(self) -> dict:
-        return files.read_json(self.config_path)
+        return _checked(self.config_path, "run_config")
+
+    def read_summary(self) -> dict | None:
+        """summary.json, or None before the breed has ended."""
+        return _checked(self.summary_path, "summary") if self.summary_path.exists() else None
 
     def generation_path(self, generation: int) -> Path:
         return self.path / f"generation_{generation:03d}.json"
@@ -120,8 +127,18 @@ class RunDirectory:
     def generations(self) -> list[GenerationRecord]:
         """Every finished generation, in order."""
         numbered = sorted((int(m.group(1)), p) for p in self.path.iterdir() if (m := _GENERATION.match(p.name)))
-        return [GenerationRecord.from_dict(files.read_json(p)) for _, p in numbered]
+        return [GenerationRecord.from_dict(_checked(p, "generation")) for _, p in numbered]
 
     def write_summary(self, summary: dict) -> None:
         files.check(summary, "summary", self.summary_path)
         files.write_json_atomic(self.summary_path, summary)
+
+
+def _checked(path: Path, schema_name: str) -> dict:
+    """A run file as its schema says it is: a hand-edited or damaged one is bad input naming file and field."""
+    data = files.read_json(path)
+    try:
+        files.check(data, schema_name, path)
+    except InputErrors as exc:  # lpb validate checks day cares, not runs
+        raise InputErrors(exc.errors, lister=None) from None
+    return data

@@ -13,6 +13,9 @@ RESUMABLE_CHANGES = frozenset({
     "api_base", "max_retries", "request_timeout",
 })
 
+# Loggers every `lpb breed` enables: progress on the console (not with --quiet), then the event log.
+DEFAULT_LOGGERS = ("console", "events")
+
 
 @attrs.frozen
 class BreedSettings:
@@ -43,7 +46,7 @@ class BreedSettings:
     similarity_filter: str = "trigram_cosine"
     operators: tuple[str, ...] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
     disabled_plugins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    loggers: tuple[str, ...] = attrs.field(default=("console", "events"), converter=tuple)
+    loggers: tuple[str, ...] = attrs.field(default=DEFAULT_LOGGERS, converter=tuple)
     fitness_batch_size: int = 100  # the paper's; 0 means every training item
     test_split: float = 0.2
     test_suite: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))  # replaces the split
@@ -75,6 +78,12 @@ class BreedSettings:
     def concurrency(self) -> int | None:
         """Queries run at once: --client-batch-size with --is-async, else None (what the model serves best)."""
         return self.client_batch_size if self.is_async else None
+
+    @classmethod
+    def known(cls, saved: dict) -> dict:
+        """The entries of a run's saved settings that are settings of this version (older runs may hold others)."""
+        names = {f.name for f in attrs.fields(cls)}
+        return {k: v for k, v in saved.items() if k in names}
 
     def to_dict(self) -> dict:
         def plain(value):

@@ -11,6 +11,7 @@ from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError
 from lpb_core.evaluate import settings_of_run
 from lpb_core.fitness import unit_arguments
+from lpb_core.rundir import CONFIG_FILE
 from lpb_core.units import Unit
 from lpb_plugins.run_data import RunFiles, winner
 
@@ -57,7 +58,7 @@ def as_lmql(run: RunFiles) -> str:
     day_care = load_day_care(run.config.get("day_care", settings.day_care_dir)).for_task(settings.task)
     task = day_care.task(settings.task)
     override = settings.decoder_options_override
-    decoder = (parse_decoder(override, run.path / "config.json", "$.settings.decoder_options_override")
+    decoder = (parse_decoder(override, run.path / CONFIG_FILE, "$.settings.decoder_options_override")
                if override else task.fitness_decoder)
     template = day_care.breeder.templates[FITNESS_TEMPLATE]
     variant = settings.variants[0]  # with both variants scored, the one with reasoning

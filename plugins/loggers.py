@@ -4,6 +4,7 @@ default) and ``wandb`` (``--use-wandb``)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -16,8 +17,8 @@ from lpb_core.events import FINAL, GENERATION, HELD_OUT
 from lpb_core.constraints import unenforced
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
+from lpb_core.rundir import EVENTS_FILE
 
-EVENTS_FILE = "events.jsonl"  # in the run directory
 WANDB_FILE = "wandb.json"  # the W&B run id, so a resumed breed logs into the same W&B run
 
 
@@ -162,6 +163,16 @@ class ConsoleLogger:
         self.close_bar()
 
 
+def end_cut_line(path) -> None:
+    """A breed killed in the middle of a write can leave the log's last line cut short; a resume then starts on
+    a line of its own, so only the cut line is lost (``read_events`` skips it), not the resume's first event."""
+    if os.path.exists(path) and os.path.getsize(path):
+        with open(path, "rb+") as log:
+            log.seek(-1, os.SEEK_END)
+            if log.read(1) != b"\n":
+                log.write(b"\n")
+
+
 class EventLog:
     """events.jsonl: one JSON object per event, appended and flushed as it happens, so a run killed at any
     point keeps its history up to its last event; a resumed run appends to it."""
@@ -181,7 +192,9 @@ class EventLog:
 
     @hookimpl
     def lpb_run_started(self, event):
-        self.handle = open(event.run_dir / EVENTS_FILE, "a", encoding="utf-8")
+        path = event.run_dir / EVENTS_FILE
+        end_cut_line(path)
+        self.handle = open(path, "a", encoding="utf-8")
         self.write("run_started", run_dir=str(event.run_dir), resumed_after=event.resumed_after,
                    total_generations=event.total_generations, population_size=event.population_size,
                    model=event.config.get("model"), settings=event.config.get("settings"))

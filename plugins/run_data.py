@@ -12,29 +12,25 @@ import difflib
 import fcntl
 import json
 import os
-import re
 from pathlib import Path
 
 import attrs
 
-from lpb_core import files, rundir
+from lpb_core import rundir
 from lpb_core.errors import InputError
-from lpb_core.rundir import RunDirectory
+from lpb_core.rundir import CONFIG_FILE, EVENTS_FILE, LOCK_FILE, RUN_NAME, RunDirectory
 from lpb_core.stats import Accuracy, compare
 from lpb_core.summary import operator_statistics
 from lpb_core.units import GenerationRecord, Unit, fitness_key
-from lpb_plugins.loggers import EVENTS_FILE
 
-# Held with fcntl.flock(LOCK_EX) by a breed for as long as it runs; the kernel drops it when the process dies.
-LOCK_FILE = "breed.lock"
 TOP_PROMPTS = 5
 
 FINISHED, STOPPED, INTERRUPTED, RUNNING = "finished", "stopped by budget", "interrupted", "running"
-_RUN_NAME = re.compile(r"^RUN_(\d+)$")
 
 
 def is_running(run_dir: Path) -> bool:
-    """True while a breed holds the run's lock; a killed breed's lock is gone, so its run reads as not running."""
+    """True while a breed holds the run's lock (flock, LOCK_EX); the kernel drops it when the breed's process ends,
+    so a killed breed's run reads as not running."""
     try:
         fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
     except FileNotFoundError:
@@ -107,14 +103,13 @@ class RunFiles:
 
 def load_run(path: Path) -> RunFiles:
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise InputError(path, "not a run directory (no config.json)", "RUN_DIR")
-    match = _RUN_NAME.match(path.name)
-    summary_path = path / "summary.json"
+    if not (path / CONFIG_FILE).is_file():
+        raise InputError(path, f"not a run directory (no {CONFIG_FILE})", "RUN_DIR")
+    match = RUN_NAME.match(path.name)
+    run = RunDirectory(path, None)
     return RunFiles(
-        path=path, number=int(match.group(1)) if match else None, config=files.read_json(path / "config.json"),
-        generations=tuple(RunDirectory(path, None).generations()),
-        summary=files.read_json(summary_path) if summary_path.exists() else None,
+        path=path, number=int(match.group(1)) if match else None, config=run.read_config(),
+        generations=tuple(run.generations()), summary=run.read_summary(),
         events=tuple(read_events(path / EVENTS_FILE)), running=is_running(path))
 
 
@@ -131,8 +126,8 @@ def find_runs(day_care_dir: Path, task: str | None = None) -> list[Path]:
     runs = []
     for folder in tasks:
         if folder.is_dir():
-            numbered = ((int(m.group(1)), p) for p in folder.iterdir() if (m := _RUN_NAME.match(p.name)))
-            runs.extend(p for _, p in sorted(numbered) if (p / "config.json").is_file())
+            numbered = ((int(m.group(1)), p) for p in folder.iterdir() if (m := RUN_NAME.match(p.name)))
+            runs.extend(p for _, p in sorted(numbered) if (p / CONFIG_FILE).is_file())
     return runs
 
 

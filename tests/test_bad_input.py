@@ -189,6 +189,23 @@ def test_validate_lists_every_problem(lpb, day_care):
     assert any("'bleu'" in line for line in lines) and any("{mood}" in line for line in lines)
 
 
+def test_validate_checks_the_strategy_filter_and_loggers_a_breed_would_use(lpb, day_care):
+    result = lpb("validate", day_care, "--task", "sentiment", "--selection-strategy", "nope", "--similarity-filter",
+                 "none_such", "--logger", "foo")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert "unknown selection strategy 'nope'" in lines[0] and "unknown similarity filter 'none_such'" in lines[1]
+    assert "unknown logger 'foo'; known: console, events" in lines[2]
+    # a breed counts those problems with the others, and lpb validate lists what it counted
+    breed_result = breed(lpb, day_care, "--selection-strategy", "nope", "--logger", "foo", "-p", "lpb-loggers")
+    assert "(and 3 more problems: lpb validate lists them all)" in breed_result.stderr
+    listed = lpb("validate", day_care, "--task", "sentiment", "--selection-strategy", "nope", "--logger", "foo",
+                 "-p", "lpb-loggers")
+    assert len(listed.stderr.strip().splitlines()) == 4, listed.stderr
+    assert "logger 'events', which every breed uses, is not registered" in listed.stderr
+
+
 def test_validate_lists_an_items_schema_problem_beside_another_items_missing_field(lpb, day_care):
     def spoil(items):
         del items[3]["text"]

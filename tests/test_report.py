@@ -7,7 +7,8 @@ import json
 import pytest
 from scipy.stats import binomtest
 
-from lpb_plugins.run_data import LOCK_FILE, held_out_report, load_run, report_data
+from lpb_core.rundir import LOCK_FILE
+from lpb_plugins.run_data import held_out_report, load_run, report_data
 from tests.report_checks import check_report, md_table
 
 N_ITEMS = 48

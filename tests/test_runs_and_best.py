@@ -14,8 +14,8 @@ import attrs
 import lmql
 import pytest
 
-from lpb_plugins.loggers import EVENTS_FILE
-from lpb_plugins.run_data import LOCK_FILE, read_events
+from lpb_core.rundir import EVENTS_FILE, LOCK_FILE
+from lpb_plugins.run_data import read_events
 from tests.conftest import FIXTURES
 
 ARGS = ["--model-name-or-path", "random", "--task", "sentiment", "--population-size", "4",
@@ -71,6 +71,8 @@ def test_events_survive_kill_and_lpb_runs_gives_the_command_that_resumes(tmp_pat
     text = lpb("runs", day_care).output
     assert f"sentiment/RUN_0: interrupted, generation {generations[-1]}/2" in text and row["resume_command"] in text
 
+    with open(run / EVENTS_FILE, "a") as log:  # as a crash in the middle of a write would leave it
+        log.write('{"event": "unit_evalu')
     resumed = subprocess.run(lpb_command(*command[1:]), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming" in resumed.stderr
@@ -80,6 +82,22 @@ def test_events_survive_kill_and_lpb_runs_gives_the_command_that_resumes(tmp_pat
     after = read_events(run / EVENTS_FILE)
     assert after[:len(events)] == events  # appended, never rewritten
     assert [e["event"] for e in after].count("run_started") == 2 and after[-1]["event"] == "run_finished"
+    # the cut line is lost, not the resume's first event after it
+    assert (run / EVENTS_FILE).read_text().count('{"event": "unit_evalu\n{"event": "run_started"') == 1
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("generation_001.json", {}, "generation_001.json: $.generation: missing"),
+    ("config.json", [], "config.json: $: expected an object, got a list"),
+    ("summary.json", {"task": "sentiment"}, "summary.json: $.model: missing"),
+])
+def test_a_damaged_run_file_is_bad_input_naming_the_file_and_field(run_copy, lpb, name, content, expected):
+    (run_copy / name).write_text(json.dumps(content))
+    for command in (("best", run_copy), ("report", run_copy, "--json"), ("runs", run_copy.parent.parent),
+                    ("eval", "--run", run_copy, "--model-name-or-path", "random")):
+        result = lpb(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert expected in result.stderr and "Traceback" not in result.output, (command, result.stderr)
 
 
 def test_a_breed_holding_the_run_lock_shows_as_running(run_copy, lpb):
@@ -142,7 +160,8 @@ def test_a_bare_resume_keeps_the_runs_loggers_and_wandb_project(tmp_path):
     run_dir.mkdir(parents=True)
     saved = {"loggers": ["console", "events", "my_jsonl"], "use_wandb": True, "wandb_project": "mine",
              "max_llm_calls": 30}
-    (run_dir / "config.json").write_text(json.dumps({"settings": saved}))
+    (run_dir / "config.json").write_text(json.dumps({"settings": {"task": "sentiment", **saved}, "model": "random",
+                                                     "operators": []}))
     bare = BreedSettings(task="sentiment", day_care_dir=tmp_path / "day_care", continue_run_number=0)
     resumed = with_run_settings(bare, {"task", "continue_run_number"})
     assert (resumed.loggers, resumed.use_wandb, resumed.wandb_project) == (("console", "events", "my_jsonl"), True,
@@ -161,13 +180,15 @@ def test_a_resume_uses_the_operators_the_run_was_made_with(day_care):
 
     run_dir = day_care / "sentiment" / "RUN_0"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"operators": ["zero_order_prompt_gen", "context_shuffling"]}))
+    config = {"settings": {"task": "sentiment"}, "model": "random"}
+    (run_dir / "config.json").write_text(json.dumps({**config, "operators": ["zero_order_prompt_gen",
+                                                                             "context_shuffling"]}))
     resume = BreedSettings(task="sentiment", day_care_dir=day_care, continue_run_number=0, loggers=())
     prepared = prepare(resume)  # not every operator installed now, as a plugin installed since would add one
     assert [o.name for o in prepared.operators + prepared.post_operators] == ["zero_order_prompt_gen",
                                                                                "context_shuffling"]
     assert len(prepare(attrs.evolve(resume, continue_run_number=None)).operators) > 1
-    (run_dir / "config.json").write_text(json.dumps({"operators": ["zero_order_prompt_gen", "gone_op"]}))
+    (run_dir / "config.json").write_text(json.dumps({**config, "operators": ["zero_order_prompt_gen", "gone_op"]}))
     with pytest.raises(InputErrors) as refused:
         prepare(resume)
     assert f"{run_dir / 'config.json'}: $.operators: the run was made with operator 'gone_op'" in str(refused.value)
@@ -244,3 +265,18 @@ def test_a_run_started_with_a_relative_day_care_resumes_from_where_it_was_starte
     command = shlex.split(row["resume_command"])
     assert command[:4] == ["cd", str(day_care.parent), "&&", "lpb"]
     assert command[command.index("--day-care-dir") + 1] == "day_care"
+
+
+def test_the_run_file_schemas_know_every_field_a_breed_writes(finished_run):
+    from lpb_core import files
+    from lpb_core.units import Unit, Usage
+
+    schema = files.schema("generation")
+    # from_dict takes exactly these: a field added to Unit or Usage must be added to the schema
+    assert set(schema["$defs"]["unit"]["properties"]) == {f.name for f in attrs.fields(Unit)}
+    assert set(schema["properties"]["usage"]["properties"]) == {f.name for f in attrs.fields(Usage)}
+    generations = sorted(finished_run.glob("generation_*.json"))
+    assert len(generations) == 4
+    for path in generations:
+        files.check(json.loads(path.read_text()), "generation", path)
+    files.check(json.loads((finished_run / "config.json").read_text()), "run_config", finished_run)
