@@ -27,6 +27,11 @@ class OperatorSkipped(Exception):
     """
 
 
+# The template variable a hyper-mutation writes its new mutation prompt into (prompt fields are written into
+# their names in upper case: TASK_PROMPT -> task_prompt).
+MUTATION_PROMPT_VARIABLE = "MUTATION_PROMPT"
+
+
 @attrs.frozen
 class Mutation:
     """An operator's result. ``None`` fields are inherited from the parent."""

@@ -15,7 +15,7 @@ import attrs
 from lpb_core import files
 from lpb_core.daycare import INITIAL_TEMPLATE, Breeder, DayCare, Task
 from lpb_core.errors import InputError, PluginError, raise_all
-from lpb_core.operators import BASE_ARGS, MUTATE, POST, operator_templates
+from lpb_core.operators import BASE_ARGS, MUTATE, MUTATION_PROMPT_VARIABLE, POST, operator_templates
 from lpb_core.plugins import PluginSet
 from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
 from lpb_core.templates import TemplateError
@@ -38,9 +38,36 @@ def compile_problems(breeder: Breeder) -> list[InputError]:
 
 def initial_template_problems(breeder: Breeder) -> list[InputError]:
     initial = breeder.templates[INITIAL_TEMPLATE]
-    return [InputError(initial.source or breeder.path, f"{INITIAL_TEMPLATE} cannot receive {arg!r}; it gets: "
-                       f"{', '.join(sorted(INITIAL_ARGS))}", files.json_path([f"{INITIAL_TEMPLATE}_args", index]))
-            for index, arg in enumerate(initial.args) if arg not in INITIAL_ARGS]
+    where = initial.source or breeder.path
+    problems = [InputError(where, f"{INITIAL_TEMPLATE} cannot receive {arg!r}; it gets: "
+                           f"{', '.join(sorted(INITIAL_ARGS))}", files.json_path([f"{INITIAL_TEMPLATE}_args", index]))
+                for index, arg in enumerate(initial.args) if arg not in INITIAL_ARGS]
+    unwritten = [f.upper() for f in breeder.prompt_fields if f.upper() not in initial.writes()]
+    if unwritten:  # each unit would ask again, then start from the task description
+        problems.append(InputError(where, f"writes no {', '.join(unwritten)}: generation 0 needs a variable for every "
+                                   f"prompt field (prompt_fields: {', '.join(breeder.prompt_fields)})",
+                                   f"$.{INITIAL_TEMPLATE}"))
+    return problems
+
+
+def unread_template_warnings(breeder: Breeder, operators) -> list[str]:
+    """Templates of the run's operators that write no variable a child is made from: the operator would make
+    children identical to their parents (a prompt field renamed in breeder.lmql but not in the templates that
+    write it). A warning, since an operator of a plugin may build the child from other variables itself."""
+    read = {f.upper() for f in breeder.prompt_fields} | {MUTATION_PROMPT_VARIABLE}
+    users: dict[str, list[str]] = {}  # template -> the operators running it
+    for operator in operators:
+        for name in operator_templates(operator):
+            users.setdefault(name, []).append(operator.name)
+    warnings = []
+    for name, operator_names in users.items():
+        template = breeder.templates.get(name)
+        written = template.writes() if template else set()
+        if written and not written & read:
+            warnings.append(f"{template.source or breeder.path}: {name} writes {', '.join(sorted(written))} but a "
+                            f"child's prompts come from {', '.join(sorted(read))} (prompt fields in upper case): "
+                            f"{', '.join(operator_names)} may leave children as copies of their parents")
+    return warnings
 
 
 def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:

@@ -10,6 +10,7 @@ import attrs
 import lmql
 
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)")
+_HOLE = re.compile(r"(?<![\w\])])\[([A-Za-z_]\w*)\]")  # "[ANSWER]" in a prompt string; not x[i]
 _LOCAL_NAMES = re.compile(r"^\s*for\s+([A-Za-z_][\w\s,]*?)\s+in\b|^\s*([A-Za-z_]\w*)\s*=(?!=)", re.MULTILINE)
 
 
@@ -32,6 +33,10 @@ class Template:
             if assigned:
                 local.add(assigned)
         return set(_PLACEHOLDER.findall(self.code)) - local
+
+    def writes(self) -> set[str]:
+        """The variables the model writes ("[TASK_PROMPT]")."""
+        return set(_HOLE.findall(self.code))
 
     def compiled(self):
         """The LMQL query function (async), compiled once per process for each code and argument list."""

@@ -10,7 +10,8 @@ from collections import Counter
 
 from lpb_core.fitness import teaching_material
 from lpb_core.hookspecs import hookimpl
-from lpb_core.operators import MUTATE, POST, Mutation, MutationContext, OperatorSkipped, clean_prompt
+from lpb_core.operators import (MUTATE, MUTATION_PROMPT_VARIABLE, POST, Mutation, MutationContext, OperatorSkipped,
+                                 clean_prompt)
 
 APPLY_TEMPLATE = "first_order_prompt_gen"  # how a (new) mutation prompt turns into task prompts
 
@@ -83,7 +84,7 @@ class LineageMutation:
 
 
 async def _apply_new_mutation_prompt(ctx: MutationContext, variables: dict, notes: dict) -> Mutation:
-    new_mutation_prompt = clean_prompt(str(variables.get("MUTATION_PROMPT", "")))
+    new_mutation_prompt = clean_prompt(str(variables.get(MUTATION_PROMPT_VARIABLE, "")))
     if not new_mutation_prompt:
         raise OperatorSkipped("the model wrote an empty mutation prompt")
     prompts = ctx.prompts_from(await ctx.query(APPLY_TEMPLATE, mutation_prompt=new_mutation_prompt))

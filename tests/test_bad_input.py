@@ -177,6 +177,34 @@ def test_gold_labels_none_of_which_is_the_scorers_are_a_warning(lpb, day_care):
     assert "can never be scored right" in result.stderr
 
 
+def rename_prompt_field(day_care, initial_template_too):
+    """breeder.lmql with its prompt field task_prompt renamed to instruction where it is read; the variable the
+    initial template writes renamed too or not; every other template still writes TASK_PROMPT."""
+    text = (day_care / "breeder.lmql").read_text()
+    text = text.replace('prompt_fields: ["task_prompt"]', 'prompt_fields: ["instruction"]')
+    text = text.replace("{task_prompt}", "{instruction}").replace('"task_prompt"', '"instruction"')
+    if initial_template_too:
+        start, end = text.index("initial_prompt_gen:"), text.index("initial_prompt_gen_args")
+        text = text[:start] + text[start:end].replace("TASK_PROMPT", "INSTRUCTION") + text[end:]
+    (day_care / "breeder.lmql").write_text(text)
+
+
+def test_an_initial_template_that_writes_no_variable_for_a_prompt_field(lpb, day_care):
+    rename_prompt_field(day_care, initial_template_too=False)
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql: $.initial_prompt_gen: writes no INSTRUCTION")
+
+
+def test_operator_templates_writing_no_prompt_field_are_a_warning(lpb, day_care):
+    rename_prompt_field(day_care, initial_template_too=True)
+    result = lpb("validate", day_care, "--task", "sentiment")
+    assert result.exit_code == 0, result.output
+    assert ("breeder.lmql: eda_mutation writes TASK_PROMPT but a child's prompts come from INSTRUCTION, "
+            "MUTATION_PROMPT (prompt fields in upper case): eda_mutation may leave children as copies of their "
+            "parents") in result.stderr
+    assert "first_order_prompt_gen, zero_order_hypermutation, first_order_hypermutation may leave" in result.stderr
+    assert "zero_order_hypermutation writes" not in result.stderr  # it writes MUTATION_PROMPT: its child changes
+
+
 def test_validate_lists_every_problem(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
