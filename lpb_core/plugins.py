@@ -77,6 +77,9 @@ class Registry:
         missing = CHECKS[self.kind](obj)
         if missing:
             raise PluginError(f"{plugin.origin}: {described}: {'; '.join(missing)} (contracts: lpb_core/contracts.py)")
+        if name in self._objects and self._owners[name].name == plugin.name:
+            raise PluginError(f"{plugin.origin}: registers {self.kind} {name!r} twice; each {self.kind} it registers "
+                              "needs a name of its own")
         if name in self._objects:
             first = self._owners[name]
             raise DuplicateName(

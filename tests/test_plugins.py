@@ -34,6 +34,23 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both():
     assert "--disable-plugin lpb-selection" in message and "--disable-plugin tests.test_plugins.CopycatPlugin" in message
 
 
+class TwicePlugin:
+    @hookimpl
+    def lpb_register_selection_strategies(self, register):
+        for _ in range(2):
+            copy = Copycat()
+            copy.name = "mine"
+            register(copy)
+
+
+def test_one_plugin_registering_one_name_twice_is_told_so_once():
+    with pytest.raises(PluginError) as error:
+        load_plugins(extra_plugins=[TwicePlugin()])
+    [problem] = error.value.errors
+    assert str(problem).endswith("TwicePlugin: registers selection strategy 'mine' twice; each selection strategy it "
+                                 "registers needs a name of its own")
+
+
 def test_plugins_listing_marks_both_plugins_of_a_clash_broken():
     rows = {row["name"]: row for row in describe(load_plugins(extra_plugins=[CopycatPlugin()], strict=False))}
     for name in ("lpb-selection", "tests.test_plugins.CopycatPlugin"):
