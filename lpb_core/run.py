@@ -302,16 +302,21 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
 
     winner, results, held_out = final.best(), [], None
     if stopped_because == "completed":  # a budget stop spends nothing more
+        when = "while choosing the winner among the last generation's fittest"
         try:
             winner, results = await choose_winner(history, fitness, model, items, settings.finalists,
                                                   stage_progress(events, history, FINAL))
             if items.test:
+                when = "while scoring the winner on the held-out items"
                 named = roles(winner, history)
                 units = {u.id: u for record in history for u in record.population}
                 held_out = await score_held_out([units[i] for i in named], named, fitness, model, items.test,
                                                 stage_progress(events, history, HELD_OUT))
         except BudgetExhausted as exhausted:  # every generation is done; only the final scoring is missing
             stopped_because = f"budget: {exhausted.reason} while choosing the winner"
+        except PluginFailure as failure:
+            failure.when = failure.when or when
+            raise
     summary = build_summary(settings, run, config, history, winner, results, held_out, items,
                             usage=model.usage, wall_seconds=breeder.wall_before + time.perf_counter() - started,
                             stopped_because=stopped_because, priced=models_priced(model, mutation_model))

@@ -177,6 +177,19 @@ class DividingScorer:
         return 0.0
 
 
+class LateScorer(DividingScorer):
+    """Scores minibatches of 2; fails on anything longer: the final's and the held-out test's item sets."""
+    name = "late"
+
+    def is_correct(self, answer, gold):
+        return True
+
+    def score(self, answers, golds):
+        if len(answers) > 2:
+            raise ValueError("too many answers")
+        return 0.5
+
+
 class WordyScorer(DividingScorer):
     name = "wordy"
 
@@ -239,7 +252,13 @@ class RaisingBackend:
     (dict(task_scorer="out_of_range"), dict(scorers=[OutOfRangeScorer]),
      "fitness scorer 'out_of_range' (plugin tests.test_plugin_failures.Plugin) score returned 5.0, outside 0 to 1 "
      "in generation 0"),
-], ids=["scorer", "similarity_filter", "logger", "scorer_result", "scorer_range"])
+    (dict(task_scorer="late"), dict(scorers=[LateScorer]),
+     "fitness scorer 'late' (plugin tests.test_plugin_failures.Plugin) raised ValueError: too many answers while "
+     "choosing the winner among the last generation's fittest"),
+    (dict(task_scorer="late", validation_split=0, test_split=0.5), dict(scorers=[LateScorer]),
+     "fitness scorer 'late' (plugin tests.test_plugin_failures.Plugin) raised ValueError: too many answers while "
+     "scoring the winner on the held-out items"),
+], ids=["scorer", "similarity_filter", "logger", "scorer_result", "scorer_range", "scorer_final", "scorer_held_out"])
 def test_a_plugin_method_that_raises_is_named(day_care, changes, objects, expected):
     if "task_scorer" in changes:
         task_file = day_care / "sentiment" / "task_description.json"
