@@ -20,7 +20,7 @@ import attrs
 
 from lpb_core.fitness import FitnessTest, Minibatch, Progress, Split, evaluate_each
 from lpb_core.llm import LanguageModel
-from lpb_core.stats import compare
+from lpb_core.stats import compare, comparison_measure
 from lpb_core.units import SEED, GenerationRecord, Unit, fitness_key
 
 BEST, INITIAL_BEST = "best", "initial_best"
@@ -121,13 +121,14 @@ async def score_held_out(units: Iterable[Unit], named: dict[str, list[str]], fit
                                    "prompts": dict(unit.prompts),
                                    "correct": {v: list(evaluation.correct[v]) for v in fitness.variants}}
     best = next(u.id for u in units if BEST in named[u.id])
+    measure = comparison_measure({u: block["units"][u]["fitness"] for u in outcomes}, outcomes)
     for other in (u.id for u in units if u.id != best):
         result = compare(outcomes[best], outcomes[other])
         block["comparisons"].append({"a": best, "b": other, "b_roles": named[other], **result.to_dict(),
-                                     "sentence": result.sentence(what)})
+                                     "sentence": result.sentence(what, measure)})
     constant = fitness.constant_answer(test)
     if constant is not None:  # did the winner read the items at all, or does it do what one label every time does?
         result = compare(outcomes[best], constant.correct)
         block["constant_answer"] = {**constant.to_dict(), "comparison": {**result.to_dict(),
-                                                                        "sentence": result.sentence(what)}}
+                                                                        "sentence": result.sentence(what, measure)}}
     return block

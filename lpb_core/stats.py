@@ -81,14 +81,23 @@ class Comparison:
             return "no significant difference"
         return "better" if self.a_only > self.b_only else "worse"
 
-    def sentence(self, what: str = "items") -> str:
-        """E.g. '0.917 vs 0.604 on 48 held-out items: better, p < 0.001'."""
+    def sentence(self, what: str = "items", measure: str = "") -> str:
+        """E.g. '0.917 vs 0.604 on 48 held-out items: better, p < 0.001'; ``measure`` names the figures when
+        they could be taken for another (accuracy beside a scorer's F1)."""
         p = "p < 0.001" if self.p_value < 0.001 else f"p = {self.p_value:.3f}"
-        return f"{self.a.value:.3f} vs {self.b.value:.3f} on {self.a.n} {what}: {self.verdict}, {p}"
+        named = f"{measure} " if measure else ""
+        return f"{named}{self.a.value:.3f} vs {self.b.value:.3f} on {self.a.n} {what}: {self.verdict}, {p}"
 
     def to_dict(self) -> dict:
         return {"a_accuracy": self.a.value, "b_accuracy": self.b.value, "items": self.a.n, "a_only_correct": self.a_only,
                 "b_only_correct": self.b_only, "p_value": round(self.p_value, 6), "verdict": self.verdict}
+
+
+def comparison_measure(fitnesses: dict, outcomes: dict) -> str:
+    """How comparisons of per-item outcomes name their figures beside these units' fitnesses: "" when every
+    fitness is the share of right answers, else "accuracy" (a scorer of F1 or partial credit)."""
+    same = (fitnesses.get(u) is None or abs(fitnesses[u] - Accuracy.of(outcomes[u]).value) < 1e-9 for u in outcomes)
+    return "" if all(same) else "accuracy"
 
 
 def compare(a: Sequence[bool], b: Sequence[bool]) -> Comparison:

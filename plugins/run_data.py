@@ -19,7 +19,7 @@ import attrs
 from lpb_core import rundir
 from lpb_core.errors import InputError
 from lpb_core.rundir import CONFIG_FILE, EVENTS_FILE, LOCK_FILE, RUN_NAME, RunDirectory
-from lpb_core.stats import Accuracy, compare
+from lpb_core.stats import Accuracy, compare, comparison_measure
 from lpb_core.summary import operator_statistics
 from lpb_core.units import GenerationRecord, Unit, fitness_key
 
@@ -284,15 +284,17 @@ def held_out_report(run: RunFiles) -> dict:
                       "correct": accuracy.correct, "answers": accuracy.n, "accuracy": accuracy.value,
                       "interval": list(accuracy.interval)})
     best = next((u["id"] for u in units if "best" in u["roles"]), None)
+    measure = comparison_measure({u["id"]: u["fitness"] for u in units}, outcomes)
     comparisons = []
     for other in (u for u in units if u["id"] != best and best is not None):
         result = compare(outcomes[best], outcomes[other["id"]])
         comparisons.append({"a": best, "b": other["id"], "b_roles": other["roles"], **result.to_dict(),
-                            "sentence": result.sentence(what)})
+                            "sentence": result.sentence(what, measure)})
     constant = block.get("constant_answer")
     if constant and best is not None:
         result = compare(outcomes[best], constant["correct"])
-        constant = {"answer": constant["answer"], "a": best, **result.to_dict(), "sentence": result.sentence(what)}
+        constant = {"answer": constant["answer"], "a": best, **result.to_dict(),
+                    "sentence": result.sentence(what, measure)}
     return {"scored": True, "items": len(block["items"]), "variants": variants, "what": what, "units": units,
             "comparisons": comparisons, "constant_answer": constant or None}
 

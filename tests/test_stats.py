@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lpb_core.stats import Accuracy, compare, mcnemar_exact, wilson_interval
+from lpb_core.stats import Accuracy, compare, comparison_measure, mcnemar_exact, wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_value():
@@ -57,3 +57,12 @@ def test_paired_outcomes_must_cover_the_same_items():
 
 def test_accuracy_describes_itself_with_its_interval():
     assert Accuracy.of([True, True, False, True]).describe().startswith("0.750 [")
+
+
+def test_comparisons_name_their_figures_only_beside_a_fitness_that_is_not_accuracy():
+    outcomes = {"a": [True, True, False, False], "b": [True, False, False, False]}
+    assert comparison_measure({"a": 0.5, "b": 0.25}, outcomes) == ""  # the accuracy scorer's fitness
+    assert comparison_measure({"a": 0.667, "b": 0.25}, outcomes) == "accuracy"  # F1 beside it
+    result = compare(outcomes["a"], outcomes["b"])
+    assert result.sentence("held-out items", "accuracy").startswith("accuracy 0.500 vs 0.250 on 4 held-out items: ")
+    assert result.sentence("held-out items").startswith("0.500 vs 0.250 on 4 held-out items: ")
