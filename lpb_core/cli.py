@@ -203,7 +203,7 @@ def resume_command(settings: BreedSettings) -> str:
     words = ["lpb", "breed"]
     # --continue-run-number last, where a reader looks for it
     for param in sorted(breed.params, key=lambda p: p.name == "continue_run_number"):
-        if param.name == "quiet":  # progress is for the person at the terminal, not part of the run
+        if param.name in ("quiet", "verbose"):  # for the person at the terminal, not part of the run
             continue
         field = _FIELD_OF_OPTION.get(param.name, param.name)
         value = getattr(settings, field)
@@ -533,15 +533,16 @@ def add_plugin_commands() -> None:
 
 
 def quiet_shutdown_noise() -> None:
-    """Without --verbose, say nothing of what LMQL's and aiohttp's background tasks leave behind as a run ends
-    ("Task was destroyed but it is pending!", a coroutine that ignored GeneratorExit): nothing a user can act
-    on, printed after the one line that says what happened."""
+    """Without --verbose, for the whole process: no asyncio error logs and no unraisable-exception reports. What
+    they show is what LMQL's and aiohttp's background tasks leave behind when a run ends or fails ("Task was
+    destroyed but it is pending!", a coroutine that ignored GeneratorExit): nothing a user can act on, printed
+    after the one line that says what happened. lpb's own errors reach the user through that line."""
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda unraisable: None
 
 
 def main():
-    if "--verbose" not in sys.argv:
+    if not {"--verbose", "-v"} & set(sys.argv):
         quiet_shutdown_noise()
     add_plugin_commands()
     cli(prog_name="lpb")
