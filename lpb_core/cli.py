@@ -18,8 +18,8 @@ import click
 
 from lpb_core.errors import BreedError, InputError, PluginError, RunFailed, problems_in
 from lpb_core.interrupts import Interrupted
-from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
-from lpb_core.units import SEED
+from lpb_core.settings import DEFAULT_LOGGERS, FINALS_ITEMS, MIN_VALIDATION_ITEMS, BreedSettings
+from lpb_core.units import COMPLETED, SEED
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
 
@@ -161,10 +161,10 @@ def csv_names(ctx, param, value):
 @option("mutation_model", default=None, show_default="the model being optimised",
         help="Model that writes the prompts (same forms as --model-name-or-path).")
 @option("validation_split", type=click.FloatRange(0, 0.9),
-        help="Share of the training items kept back from the search, but at least 30 items (half of them when "
-             "there are fewer than 60); the finalists are compared on them pooled with training items (up to 100 "
-             "items in all); a bred prompt beats your --initial-prompt ones only by scoring higher on them alone. "
-             "0: the last generation's fittest wins.")
+        help=f"Share of the training items kept back from the search, but at least {MIN_VALIDATION_ITEMS} items "
+             f"(half of them when there are fewer than {2 * MIN_VALIDATION_ITEMS}); the finalists are compared on "
+             f"them pooled with training items (up to {FINALS_ITEMS} items in all); a bred prompt beats your "
+             "--initial-prompt ones only by scoring higher on them alone. 0: the last generation's fittest wins.")
 @option("finalists", type=click.IntRange(1),
         help="Fittest units of the last generation compared on the validation and training items (with the "
              "best initial unit and your own prompts).")
@@ -284,7 +284,7 @@ def _breed(given, **options):
             click.echo("  Not shown to beat that: the model may not be following these prompts. Seed the breed with "
                        "prompts of your own (--initial-prompt; lpb eval compares them first), breed longer, or try "
                        "a larger model.")
-    if summary["stopped_because"] != "completed":
+    if summary["stopped_because"] != COMPLETED:
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")
     click.echo(f"Run directory: {summary['run_dir']}")

@@ -21,7 +21,8 @@ from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
 from lpb_core.operators import POST, Mutation, MutationContext, OperatorSkipped, clean_prompt, mutation_problem
 from lpb_core.retry import CallFailed
 from lpb_core.settings import BreedSettings
-from lpb_core.units import SEED, TASK_DESCRIPTION, Birth, Contest, GenerationRecord, Unit, best_unit, contest_problem
+from lpb_core.units import (COMPLETED, SEED, TASK_DESCRIPTION, Birth, Contest, GenerationRecord, Unit, best_unit,
+                            contest_problem, unit_id)
 
 COPY = "copy"  # the operator recorded for a child left as its parent's copy because every mutation call failed
 
@@ -58,7 +59,7 @@ class Breeder:
                 raise BreedError(f"the budget ran out before the initial population was scored: {exhausted.reason}; "
                                  "raise it and resume with --continue-run-number") from None
             return record, f"budget: {exhausted.reason}"
-        return record, "completed"
+        return record, COMPLETED
 
     async def initialise(self, started: float) -> GenerationRecord:
         day_care = self.fitness.day_care
@@ -77,7 +78,7 @@ class Breeder:
         for number, (mutation_prompt, thinking_style) in enumerate(draws):
             prompts, origin = given[number] if number < len(given) else ({}, "initial")
             candidates = 1 if prompts else self.settings.initial_prompts_per_unit
-            groups.append([(f"u{number:04d}", mutation_prompt, thinking_style, c, prompts, origin)
+            groups.append([(unit_id(number), mutation_prompt, thinking_style, c, prompts, origin)
                            for c in range(candidates)])
         drafts = await run_all(self.initial_candidate(*args) for group in groups for args in group)
         batch = self.minibatch(0)
@@ -105,7 +106,7 @@ class Breeder:
                 chosen.append(self.rng("operator", generation, k).choice(self.operators))
         by_id = {u.id: u for u in population}
         made = await run_all((
-            self.make_child(by_id[contest.winner], f"u{previous.next_unit_number + k:04d}", operator,
+            self.make_child(by_id[contest.winner], unit_id(previous.next_unit_number + k), operator,
                             tuple(population), previous, generation, k)
             for k, (contest, operator) in enumerate(zip(contests, chosen))))
         children = await self.evaluate_all([child for child, *_ in made], batch, generation)

@@ -14,7 +14,7 @@ from lpb_core.daycare import FITNESS_TEMPLATE, DayCare, Task
 from lpb_core.errors import BreedError, PluginFailure
 from lpb_core.llm import LanguageModel, run_all
 from lpb_core.retry import CallFailed
-from lpb_core.settings import BreedSettings
+from lpb_core.settings import FINALS_ITEMS, MIN_VALIDATION_ITEMS, BreedSettings
 from lpb_core.units import Unit, Usage, Working
 
 MAX_WORKINGS = 5  # correct workings kept per unit; enough material for Lamarckian mutation and context
@@ -29,14 +29,6 @@ class Minibatch:
     indices: tuple[int, ...]
 
 
-# Validation items are where the winner is chosen; with fewer, one answer moves a finalist's fitness by
-# more than finalists differ.  Measured (benchmarks/README.md, bench_quality): with 15 validation items a
-# breed chose the hand prompt that scored 0.075 lower on the 40 held-out items.
-MIN_VALIDATION_ITEMS = 30
-# The finalists are compared on the validation items pooled with training items, up to this many in all:
-# enough to tell prompts a few answers apart (standard error about 0.045 at 100 items), at a cost of at
-# most this many calls per finalist.
-FINALS_ITEMS = 100
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from lpb_core.operators import BASE_ARGS, MUTATE, MUTATION_PROMPT_VARIABLE, POST
 from lpb_core.plugins import PluginSet
 from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
 from lpb_core.templates import TemplateError
-from lpb_core.units import Unit, contest_problem
+from lpb_core.units import Unit, contest_problem, unit_id
 
 # What initial_prompt_gen can receive.
 INITIAL_ARGS = frozenset({"mutation_prompt", "thinking_style", "task_description", "candidate", "attempt"})
@@ -164,7 +164,7 @@ def trial_population(settings: BreedSettings, breeder: Breeder) -> tuple[Unit, .
     units = []
     for i in range(size):
         fitness = round((i * 7 % size) / size, 3)
-        units.append(Unit(id=f"u{i:04d}", prompts={f: f"Trial prompt {i}." for f in breeder.prompt_fields},
+        units.append(Unit(id=unit_id(i), prompts={f: f"Trial prompt {i}." for f in breeder.prompt_fields},
                           mutation_prompt="Improve this instruction.", thinking_style="Think step by step.",
                           fitness=fitness, scores={v: fitness for v in settings.variants}, scored_on="trial"))
     return tuple(units)

@@ -27,7 +27,7 @@ from lpb_core.rundir import RunDirectory, run_path
 from lpb_core.settings import RESUMABLE_CHANGES, BreedSettings
 from lpb_core.summary import build_summary
 from lpb_core.templates import TemplateError
-from lpb_core.units import GenerationRecord, Unit, Usage
+from lpb_core.units import COMPLETED, GenerationRecord, Unit, Usage
 
 
 @attrs.frozen
@@ -301,7 +301,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
     history = run.generations()
 
     winner, results, held_out = final.best(), [], None
-    if stopped_because == "completed":  # a budget stop spends nothing more
+    if stopped_because == COMPLETED:  # a budget stop spends nothing more
         when = "while choosing the winner among the last generation's fittest"
         try:
             winner, results = await choose_winner(history, fitness, model, items, settings.finalists,

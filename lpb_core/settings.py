@@ -13,6 +13,15 @@ RESUMABLE_CHANGES = frozenset({
     "api_base", "max_retries", "request_timeout",
 })
 
+# Validation items are where the winner is chosen; with fewer, one answer moves a finalist's fitness by
+# more than finalists differ.  Measured (benchmarks/README.md, bench_quality): with 15 validation items a
+# breed chose the hand prompt that scored 0.075 lower on the 40 held-out items.
+MIN_VALIDATION_ITEMS = 30
+# The finalists are compared on the validation items pooled with training items, up to this many in all:
+# enough to tell prompts a few answers apart (standard error about 0.045 at 100 items), at a cost of at
+# most this many calls per finalist.
+FINALS_ITEMS = 100
+
 # Loggers every `lpb breed` enables: progress on the console (not with --quiet), then the event log.
 DEFAULT_LOGGERS = ("console", "events")
 

@@ -13,9 +13,17 @@ import attrs
 
 SEED = "seed"  # the ``operator`` of a unit whose prompts the user supplied
 TASK_DESCRIPTION = "task_description"  # the ``operator`` of the generation-0 unit whose prompt is the description
+COMPLETED = "completed"  # why a run stopped (summary.json's stopped_because) when it bred every generation asked
 
 
-def _frozen_dict(value: Mapping[str, Any] | None) -> dict:
+def unit_id(number: int) -> str:
+    """The id of the run's ``number``-th unit: u0000, u0001, ..."""
+    return f"u{number:04d}"
+
+
+def _own_dict(value: Mapping[str, Any] | None) -> dict:
+    """A copy: the caller's dict, changed later, does not change the unit (frozen forbids new values, not edits
+    of a dict in place: treat these dicts as read-only)."""
     return dict(value or {})
 
 
@@ -37,13 +45,13 @@ class Unit:
     """One member of the population: its prompts plus the mutation prompt that evolves with it."""
 
     id: str
-    prompts: dict = attrs.field(converter=_frozen_dict)  # e.g. {"task_prompt": ...}, fields set by breeder.lmql
+    prompts: dict = attrs.field(converter=_own_dict)  # e.g. {"task_prompt": ...}, fields set by breeder.lmql
     mutation_prompt: str
     thinking_style: str = ""
     context: tuple[Working, ...] = attrs.field(default=(), converter=tuple)  # few-shot workings shown at test time
     workings: tuple[Working, ...] = attrs.field(default=(), converter=tuple)  # correct workings of its last evaluation
     fitness: float | None = None
-    scores: dict = attrs.field(factory=dict, converter=_frozen_dict)  # per variant, e.g. {"cot": 0.5}
+    scores: dict = attrs.field(factory=dict, converter=_own_dict)  # per variant, e.g. {"cot": 0.5}
     scored_on: str | None = None  # which minibatch ``fitness`` was measured on
     parents: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     operator: str = "initial"
@@ -77,7 +85,7 @@ class Birth:
     child: str
     operator: str
     post_operators: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    notes: dict = attrs.field(factory=dict, converter=_frozen_dict)  # operator name -> its Mutation.notes
+    notes: dict = attrs.field(factory=dict, converter=_own_dict)  # operator name -> its Mutation.notes
 
 
 @attrs.frozen

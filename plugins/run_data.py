@@ -21,7 +21,7 @@ from lpb_core.errors import InputError
 from lpb_core.rundir import CONFIG_FILE, EVENTS_FILE, LOCK_FILE, RUN_NAME, RunDirectory
 from lpb_core.stats import Accuracy, compare, comparison_measure
 from lpb_core.summary import operator_statistics
-from lpb_core.units import GenerationRecord, Unit, fitness_key
+from lpb_core.units import COMPLETED, GenerationRecord, Unit, fitness_key
 
 TOP_PROMPTS = 5
 
@@ -92,7 +92,7 @@ class RunFiles:
         if self.running:
             return RUNNING
         if self.summary is not None and self.summary.get("generations_completed") == self.done_generations:
-            return FINISHED if self.summary.get("stopped_because") == "completed" else STOPPED
+            return FINISHED if self.summary.get("stopped_because") == COMPLETED else STOPPED
         return INTERRUPTED  # killed: no summary, or generations written after the last one
 
     @property
@@ -266,7 +266,7 @@ def held_out_report(run: RunFiles) -> dict:
     if run.status == INTERRUPTED:
         return {"scored": False, "why": "the run was interrupted before its end, where held-out items are scored"}
     if not block:
-        if summary.get("stopped_because", "completed") != "completed":
+        if summary.get("stopped_because", COMPLETED) != COMPLETED:
             why = f"the run stopped early ({summary['stopped_because']}), so nothing more was spent on held-out items"
         elif summary.get("test_items"):
             why = "this run recorded held-out scores but no per-item outcomes, so they cannot be compared"
@@ -320,7 +320,7 @@ def why_stopped(run: RunFiles) -> str:
         return (f"interrupted after generation {done}" if done is not None
                 else "interrupted before the first generation was written")
     reason = run.summary["stopped_because"]
-    return f"completed all {done} generations" if reason == "completed" else f"stopped early: {reason}"
+    return f"completed all {done} generations" if reason == COMPLETED else f"stopped early: {reason}"
 
 
 def report_data(run: RunFiles) -> dict:
