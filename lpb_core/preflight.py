@@ -170,13 +170,14 @@ def trial_population(settings: BreedSettings, breeder: Breeder) -> tuple[Unit, .
     return tuple(units)
 
 
-def strategy_problems(settings: BreedSettings, plugins: PluginSet, breeder: Breeder) -> list[Exception]:
-    """The selection strategy tried once on a trial population: its contests must name units of it."""
+def try_strategy(settings: BreedSettings, plugins: PluginSet, breeder: Breeder) -> tuple[list[Exception], list[str]]:
+    """The selection strategy tried once on a trial population: its contests must name units of it (problems),
+    and a strategy holding none would leave every generation as it was (a warning: it may have its reasons)."""
     try:
         strategy = plugins.selection_strategies.get(settings.selection_strategy, "command line",
                                                     "--selection-strategy")
     except InputError as exc:
-        return [exc]
+        return [exc], []
     population = trial_population(settings, breeder)
     subject = (f"selection strategy {strategy.name!r} (plugin "
                f"{plugins.owner_label('selection strategy', strategy.name)})")
@@ -184,9 +185,13 @@ def strategy_problems(settings: BreedSettings, plugins: PluginSet, breeder: Bree
     try:
         contests = strategy.contests(population, random.Random(f"{settings.seed}:trial"))
     except Exception as exc:
-        return [PluginError(f"{subject} raised {type(exc).__name__}: {exc} {trial}")]
+        return [PluginError(f"{subject} raised {type(exc).__name__}: {exc} {trial}")], []
     problem = contest_problem(contests, population)
-    return [PluginError(f"{subject} {problem} {trial}")] if problem else []
+    if problem:
+        return [PluginError(f"{subject} {problem} {trial}")], []
+    if settings.evolution_generations and not contests:
+        return [], [f"{subject} held no contest {trial}: if it does so in a breed, no child is ever made"]
+    return [], []
 
 
 def build_loggers(settings: BreedSettings, plugins: PluginSet, names: list[str]) -> dict:

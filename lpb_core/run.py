@@ -89,7 +89,8 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     chosen = preflight.choose_operators(day_care.breeder, plugins, list(settings.operators or ()) or recorded)
     problems += chosen.problems
     seeds = seed_prompts(settings, task, day_care.breeder.prompt_fields, problems)
-    problems += preflight.strategy_problems(settings, plugins, day_care.breeder)
+    strategy_problems, strategy_warnings = preflight.try_strategy(settings, plugins, day_care.breeder)
+    problems += strategy_problems
     problems += preflight.check_similarity_filter(settings, plugins)
     try:
         loggers = preflight.build_loggers(settings, plugins, active_loggers(settings))
@@ -99,6 +100,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     warnings = [w for role, path in (("train", suite_path), ("held_out", settings.test_suite))
                 for w in preflight.never_right(scorer, suites.get(role, ()), task, path)]
     warnings += preflight.unread_template_warnings(day_care.breeder, chosen.operators + chosen.post_operators)
+    warnings += strategy_warnings
     return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), chosen.operators,
                     chosen.post_operators, chosen.disabled, loggers, seeds, scorer, tuple(warnings))
 

@@ -1,6 +1,8 @@
 import json
 import random
 
+import attrs
+
 from lpb_core.hookspecs import hookimpl
 from lpb_core.run import breed
 from lpb_core.settings import BreedSettings
@@ -73,3 +75,27 @@ def test_engine_replaces_each_loser_by_a_mutated_copy_of_its_winner(day_care):
             assert child["mutation_prompt"]  # inherited or evolved, never lost
         survivors = set(before) - {b["contest"]["loser"] for b in record["births"]}
         assert survivors <= set(after)
+
+
+class NoContests:
+    name = "no_contests"
+
+    def contests(self, population, rng):
+        return []
+
+
+class NoContestsPlugin:
+    @hookimpl
+    def lpb_register_selection_strategies(self, register):
+        register(NoContests())
+
+
+def test_a_strategy_holding_no_contest_is_a_warning(day_care):
+    from lpb_core.run import prepare
+
+    settings = BreedSettings(task="sentiment", day_care_dir=day_care, selection_strategy="no_contests", loggers=())
+    warnings = prepare(settings, extra_plugins=[NoContestsPlugin()]).warnings
+    assert any(w.startswith("selection strategy 'no_contests' (plugin ") and "held no contest on a trial population"
+               in w and "no child is ever made" in w for w in warnings), warnings
+    assert not any("held no contest" in w for w in prepare(attrs.evolve(settings, selection_strategy="binary_tournament"),
+                                                           extra_plugins=[NoContestsPlugin()]).warnings)
