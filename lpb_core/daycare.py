@@ -280,6 +280,12 @@ def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_pa
                                        f"{template.name}_args does not list it", files.json_path([template.name])))
 
     fitness = breeder.templates[FITNESS_TEMPLATE]
+    if task.answer_variable not in fitness.writes():  # the scorer would have nothing to read
+        written = ", ".join(sorted(fitness.writes())) or "none"
+        problems.append(InputError(
+            fitness.source or breeder.path, f"writes no {task.answer_variable}, the variable the scorer reads "
+            f"(answer_variable of {task.folder.name}/task_description.json; variables it writes: {written})",
+            files.json_path([FITNESS_TEMPLATE])))
     provided = set(breeder.prompt_fields) | FITNESS_BUILTIN_ARGS
     if task.fixed_system_prompt is not None:
         provided.add("system_prompt")

@@ -10,7 +10,8 @@ import attrs
 import lmql
 
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)")
-_HOLE = re.compile(r"(?<![\w\])])\[([A-Za-z_]\w*)\]")  # "[ANSWER]" in a prompt string; not x[i]
+# A variable the model writes: "[ANSWER]", "[N: int]", "[@fn X]" in a prompt string; not x[i] in code.
+_HOLE = re.compile(r"(?<![\w\])])\[(?:@[\w.]+\s+)?([A-Za-z_]\w*)(?:\s*:[^\]]*)?\]")
 _LOCAL_NAMES = re.compile(r"^\s*for\s+([A-Za-z_][\w\s,]*?)\s+in\b|^\s*([A-Za-z_]\w*)\s*=(?!=)", re.MULTILINE)
 
 

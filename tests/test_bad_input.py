@@ -205,6 +205,15 @@ def test_operator_templates_writing_no_prompt_field_are_a_warning(lpb, day_care)
     assert "zero_order_hypermutation writes" not in result.stderr  # it writes MUTATION_PROMPT: its child changes
 
 
+def test_a_fitness_template_that_writes_no_answer_variable(lpb, day_care):
+    text = (day_care / "breeder.lmql").read_text()
+    (day_care / "breeder.lmql").write_text(text.replace("[ANSWER]", "[ANSWR]"))
+    assert_one_line_error(breed(lpb, day_care), "breeder.lmql: $.fitness_test_template: writes no ANSWER, the "
+                          "variable the scorer reads (answer_variable of sentiment/task_description.json; variables "
+                          "it writes: ANSWR")
+    assert not (day_care / "sentiment" / "RUN_0").exists()
+
+
 def test_validate_lists_every_problem(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d["fitness_scorer"].update(type="bleu"))
     edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[0].update(text="x"))
@@ -336,3 +345,10 @@ def test_server_options_without_a_served_model_are_refused(lpb, day_care):
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
                  "random", "--tokenizer", "smollm2")
     assert_one_line_error(result, "--tokenizer: no model of this run reads it")
+
+
+def test_the_variables_a_template_writes_are_its_holes_not_its_subscripts():
+    from lpb_core.templates import Template
+
+    code = '"Q: {question} [ANSWER] then [N: int] and [@fn X]" where x[i] and ys[a:b] and f(x)[k]'
+    assert Template("t", code, ("question",)).writes() == {"ANSWER", "N", "X"}
