@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import difflib
+import numbers
 
 import attrs
 
@@ -10,6 +12,10 @@ from lpb_core.errors import InputError
 
 # The decoders LMQL 0.7 ships; see https://lmql.ai/docs/language/decoding.html
 KNOWN_DECODERS = ("argmax", "sample", "beam", "beam_sample", "best_k", "var", "beam_var")
+# Options LMQL's decoders and models read. LMQL ignores any other, so a name close to one of these is a typo
+# that would silently change nothing; a name far from all is passed on as written.
+KNOWN_OPTIONS = ("temperature", "n", "max_len", "top_k", "top_p", "chunksize", "openai_chunksize", "batch_size",
+                 "alpha", "num_samples", "max_tokens")
 
 
 @attrs.frozen
@@ -52,4 +58,23 @@ def parse_decoder(text: str, where: str = "command line", field: str | None = No
                          field)
     if name not in KNOWN_DECODERS:
         raise InputError(where, f"unknown decoder {name!r}; known: {', '.join(KNOWN_DECODERS)}", field)
+    for key, value in options:
+        problem = _option_problem(key, value)
+        if problem:
+            raise InputError(where, f"{text.strip()!r}: {problem}", field)
     return Decoder(name, options)
+
+
+def _option_problem(key: str, value) -> str | None:
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if key == "temperature" and not (number and value >= 0):
+        return f"temperature must be a number from 0 up, not {value!r}"
+    if key in ("n", "max_len", "top_k", "chunksize", "num_samples", "max_tokens") and \
+            not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return f"{key} must be a whole number from 1 up, not {value!r}"
+    if key == "top_p" and not (number and 0 < value <= 1):
+        return f"top_p must be a number above 0 and at most 1, not {value!r}"
+    close = difflib.get_close_matches(key, KNOWN_OPTIONS, n=1, cutoff=0.75)
+    if key not in KNOWN_OPTIONS and close:
+        return f"unknown option {key!r}: did you mean {close[0]!r}?"
+    return None

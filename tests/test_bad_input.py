@@ -1,10 +1,11 @@
 """Every kind of broken day care ends in one line naming the file and the field, exit code 2, no traceback."""
 
 import json
+import shutil
 
 import pytest
 
-from tests.conftest import QUICK_RUN
+from tests.conftest import FIXTURES, QUICK_RUN
 
 
 def breed(lpb, day_care, *extra):
@@ -91,6 +92,20 @@ def test_unknown_field_names_the_known_ones(lpb, day_care):
 def test_bad_decoder(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(fitness_decoder_options="greedy"))
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.fitness_decoder_options", "argmax")
+
+
+@pytest.mark.parametrize("decoder, problem", [
+    ("sample(temperature=-1)", "temperature must be a number from 0 up, not -1"),
+    ("sample(temprature=0.5)", "unknown option 'temprature': did you mean 'temperature'?"),
+    ("beam(n=0)", "n must be a whole number from 1 up, not 0"),
+    ("sample(temperature=0.7, top_p=2)", "top_p must be a number above 0 and at most 1, not 2"),
+])
+def test_a_decoder_option_out_of_range_or_misspelt(lpb, day_care, tmp_path, decoder, problem):
+    intact = shutil.copytree(FIXTURES / "tiny_day_care", tmp_path / "intact")
+    result = breed(lpb, intact, "--decoder-options-override", decoder)
+    assert_one_line_error(result, "command line: --decoder-options-override: ", problem)
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(decoder_options=decoder))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json: $.decoder_options: ", problem)
 
 
 def test_unknown_scorer(lpb, day_care):
