@@ -203,7 +203,7 @@ def resume_command(settings: BreedSettings) -> str:
     words = ["lpb", "breed"]
     # --continue-run-number last, where a reader looks for it
     for param in sorted(breed.params, key=lambda p: p.name == "continue_run_number"):
-        if param.name in ("quiet", "verbose"):  # for the person at the terminal, not part of the run
+        if param.name == "quiet":  # progress is for the person at the terminal, not part of the run
             continue
         field = _FIELD_OF_OPTION.get(param.name, param.name)
         value = getattr(settings, field)
