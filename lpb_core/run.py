@@ -264,15 +264,23 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
     settings = prepared.settings
     history = run.generations()
     cache = QueryCache(run.path / "cache.sqlite") if settings.cache else None
-    meter = Meter(Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost),
-                  history[-1].usage if history else Usage())
+    carried, carried_wall = run.read_unrecorded()  # what earlier sessions spent after the last generation
+    recorded, recorded_wall = (history[-1].usage, history[-1].wall_seconds) if history else (Usage(), 0.0)
+    meter = Meter(Budget(settings.max_llm_calls, settings.max_tokens, settings.max_cost), recorded + carried)
     model, mutation_model = (
         LanguageModel(handle, concurrency=settings.concurrency, chunk_size=settings.chunk_size, cache=cache, meter=meter,
                       retry_policy=RetryPolicy.from_settings(settings))
         for handle in (models.task, models.mutation))
+    started = time.perf_counter()
     try:
-        return await _breed(prepared, run, model, mutation_model, config, history)
+        return await _breed(prepared, run, model, mutation_model, config, history, recorded_wall + carried_wall)
     finally:
+        # Calls made since the last generation written (an interrupt, a failure, the final) still count on resume.
+        latest = run.generations()
+        last_usage, last_wall = (latest[-1].usage, latest[-1].wall_seconds) if latest else (Usage(), 0.0)
+        wall = recorded_wall + carried_wall + time.perf_counter() - started
+        if meter.usage != last_usage:
+            run.write_unrecorded(meter.usage - last_usage, max(0.0, wall - last_wall))
         await model.aclose()
         if models.mutation is not models.task:
             await mutation_model.aclose()
@@ -281,7 +289,7 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
 
 
 async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mutation_model: LanguageModel,
-                 config: dict, history) -> dict:
+                 config: dict, history, wall_before: float) -> dict:
     settings, manager, events = prepared.settings, prepared.plugins.manager, prepared.plugins.events()
     for name, logger in prepared.loggers.items():
         manager.register(logger, name=f"{LOGGER_PREFIX}{name}")
@@ -294,7 +302,7 @@ async def _breed(prepared: Prepared, run: RunDirectory, model: LanguageModel, mu
         operators=prepared.operators, post_operators=prepared.post_operators,
         similarity_filter=prepared.plugins.similarity_filters.get(settings.similarity_filter),
         train_indices=items.train, hooks=events, write=run.write_generation,
-        wall_before=resume_from.wall_seconds if resume_from else 0.0, seeds=prepared.seeds)
+        wall_before=wall_before, seeds=prepared.seeds)
     events.lpb_run_started(event=RunStarted(
         run_dir=run.path, config=config, resumed_after=resume_from.generation if resume_from else None,
         total_generations=settings.evolution_generations, population_size=settings.population_size))

@@ -1,4 +1,5 @@
-"""The run directory: <day_care>/<task>/RUN_<n>/ with config.json, generation_NNN.json, summary.json."""
+"""The run directory: <day_care>/<task>/RUN_<n>/ with config.json, generation_NNN.json, summary.json and the rest
+(README.md, "The run directory")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from lpb_core import files
 from lpb_core.errors import InputError, InputErrors
-from lpb_core.units import GenerationRecord
+from lpb_core.units import GenerationRecord, Usage
 
 RUN_NAME = re.compile(r"^RUN_(\d+)$")
 _GENERATION = re.compile(r"^generation_(\d+)\.json$")
@@ -18,6 +19,9 @@ CONFIG_FILE = "config.json"  # written first: a folder with one is a run
 SUMMARY_FILE = "summary.json"  # written when a breed ends
 EVENTS_FILE = "events.jsonl"  # appended by the events logger
 LOCK_FILE = "breed.lock"  # flock-ed by the breed working on the run
+# What sessions spent after the last generation they wrote (interrupted, failed, or in the final): counted in
+# the run's totals when it resumes, and folded into the next generation written.
+UNRECORDED_FILE = "unrecorded_usage.json"
 
 
 def run_path(task_folder: Path, number: int) -> Path:
@@ -122,7 +126,20 @@ class RunDirectory:
     def write_generation(self, record: GenerationRecord) -> Path:
         path = self.generation_path(record.generation)
         files.write_json_atomic(path, record.to_dict())
+        (self.path / UNRECORDED_FILE).unlink(missing_ok=True)  # the record's totals include it now
         return path
+
+    def read_unrecorded(self) -> tuple[Usage, float]:
+        """Usage and wall seconds spent after the last generation written, by sessions that ended since."""
+        path = self.path / UNRECORDED_FILE
+        if not path.exists():
+            return Usage(), 0.0
+        data = _checked(path, "unrecorded_usage")
+        return Usage(**data["usage"]), data["wall_seconds"]
+
+    def write_unrecorded(self, usage: Usage, wall_seconds: float) -> None:
+        files.write_json_atomic(self.path / UNRECORDED_FILE, {"usage": usage.to_dict(),
+                                                              "wall_seconds": round(wall_seconds, 3)})
 
     def generations(self) -> list[GenerationRecord]:
         """Every finished generation, in order."""

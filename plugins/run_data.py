@@ -21,7 +21,7 @@ from lpb_core.errors import InputError
 from lpb_core.rundir import CONFIG_FILE, EVENTS_FILE, LOCK_FILE, RUN_NAME, RunDirectory
 from lpb_core.stats import Accuracy, compare, comparison_measure
 from lpb_core.summary import operator_statistics
-from lpb_core.units import COMPLETED, GenerationRecord, Unit, fitness_key
+from lpb_core.units import COMPLETED, GenerationRecord, Unit, Usage, fitness_key
 
 TOP_PROMPTS = 5
 
@@ -70,6 +70,7 @@ class RunFiles:
     summary: dict | None
     events: tuple[dict, ...]
     running: bool
+    unrecorded: tuple[Usage, float] = (Usage(), 0.0)  # spent after the last generation, by sessions since ended
 
     @property
     def settings(self) -> dict:
@@ -110,7 +111,7 @@ def load_run(path: Path) -> RunFiles:
     return RunFiles(
         path=path, number=int(match.group(1)) if match else None, config=run.read_config(),
         generations=tuple(run.generations()), summary=run.read_summary(),
-        events=tuple(read_events(path / EVENTS_FILE)), running=is_running(path))
+        events=tuple(read_events(path / EVENTS_FILE)), running=is_running(path), unrecorded=run.read_unrecorded())
 
 
 def run_path(day_care_dir: Path, task: str, number: int) -> Path:
@@ -300,16 +301,19 @@ def held_out_report(run: RunFiles) -> dict:
 
 
 def cost(run: RunFiles) -> dict:
-    """What the run spent: summary.json's totals, or the last generation's while it runs or after a kill."""
+    """What the run spent: summary.json's totals; while it runs or once stopped, the last generation's totals
+    plus what sessions that have ended spent after it."""
     keys = ("llm_calls", "cache_hits", "prompt_tokens", "completion_tokens", "llm_seconds", "unreadable_answers",
             "cost_usd", "wall_seconds")
     if run.ended:
         return {k: run.ended.get(k) for k in keys}
-    if not run.generations:
+    carried, carried_wall = run.unrecorded
+    if not run.generations and carried == Usage():
         return {k: None for k in keys}
-    last = run.generations[-1]
-    usage = last.usage.to_dict()
-    return {**{k: usage.get(k) for k in keys}, "wall_seconds": round(last.wall_seconds, 3)}
+    last = run.generations[-1] if run.generations else None
+    usage = ((last.usage if last else Usage()) + carried).to_dict()
+    wall = (last.wall_seconds if last else 0.0) + carried_wall
+    return {**{k: usage.get(k) for k in keys}, "wall_seconds": round(wall, 3)}
 
 
 def why_stopped(run: RunFiles) -> str:

@@ -275,8 +275,39 @@ def test_the_run_file_schemas_know_every_field_a_breed_writes(finished_run):
     # from_dict takes exactly these: a field added to Unit or Usage must be added to the schema
     assert set(schema["$defs"]["unit"]["properties"]) == {f.name for f in attrs.fields(Unit)}
     assert set(schema["properties"]["usage"]["properties"]) == {f.name for f in attrs.fields(Usage)}
+    assert files.schema("unrecorded_usage")["properties"]["usage"] == schema["properties"]["usage"]
     generations = sorted(finished_run.glob("generation_*.json"))
     assert len(generations) == 4
     for path in generations:
         files.check(json.loads(path.read_text()), "generation", path)
     files.check(json.loads((finished_run / "config.json").read_text()), "run_config", finished_run)
+
+
+def test_calls_made_after_the_last_generation_written_count_when_the_run_resumes(tmp_path, lpb):
+    from lpb_core.rundir import UNRECORDED_FILE
+
+    def queries(usage: dict) -> int:  # every query asked: the model's calls and the cache's answers
+        return usage["llm_calls"] + usage["cache_hits"]
+
+    def generation(day_care, number: int) -> dict:
+        path = day_care / "sentiment" / "RUN_0" / f"generation_{number:03d}.json"
+        return json.loads(path.read_text())["usage"]
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for day_care in (whole, stopped):
+        shutil.copytree(FIXTURES / "tiny_day_care", day_care)
+    assert lpb("breed", "--day-care-dir", whole, *ARGS, "--quiet").exit_code == 0
+    # the same breed stopped by its budget in the middle of generation 2, then resumed without one
+    first = generation(whole, 1)["llm_calls"]
+    assert lpb("breed", "--day-care-dir", stopped, *ARGS, "--quiet", "--max-llm-calls", str(first + 5)).exit_code == 0
+    run = stopped / "sentiment" / "RUN_0"
+    spent = json.loads((run / "summary.json").read_text())
+    recorded = generation(stopped, 1)
+    assert not (run / "generation_002.json").exists()
+    unrecorded = json.loads((run / UNRECORDED_FILE).read_text())["usage"]
+    assert queries(unrecorded) == queries(spent) - queries(recorded) > 0  # generation 2's calls until the stop
+    assert lpb("breed", "--day-care-dir", stopped, "--task", "sentiment", "--continue-run-number", "0",
+               "--quiet").exit_code == 0
+    # generation 2 was made again from its start: its totals hold both attempts
+    assert queries(generation(stopped, 2)) == queries(generation(whole, 2)) + queries(unrecorded)
+    assert not (run / UNRECORDED_FILE).exists() or json.loads((run / UNRECORDED_FILE).read_text())["usage"] != unrecorded
