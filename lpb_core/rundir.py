@@ -1,5 +1,5 @@
 """The run directory: <day_care>/<task>/RUN_<n>/ with config.json, generation_NNN.json, summary.json and the rest
-(README.md, "The run directory")."""
+(README.md, "What a run leaves")."""
 
 from __future__ import annotations
 
