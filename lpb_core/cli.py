@@ -281,9 +281,11 @@ def _breed(given, **options):
     if constant:
         click.echo(f"  against answering {constant['answer']!r} every time: {constant['comparison']['sentence']}")
         if constant["comparison"]["verdict"] != "better":
-            click.echo("  Not shown to beat that: the model may not be following these prompts. Seed the breed with "
-                       "prompts of your own (--initial-prompt; lpb eval compares them first), breed longer, or try "
-                       "a larger model.")
+            seeded = any(SEED in unit["roles"] for unit in held_out.get("units", {}).values())
+            advice = ("Try other prompts of your own (lpb eval compares them first)" if seeded else
+                      "Seed the breed with prompts of your own (--initial-prompt; lpb eval compares them first)")
+            click.echo(f"  Not shown to beat that: the model may not be following these prompts. {advice}, breed "
+                       "longer, or try a larger model.")
     if summary["stopped_because"] != COMPLETED:
         click.echo(f"Stopped early ({summary['stopped_because']}) after generation {summary['generations_completed']};"
                    " raise the budget and add --continue-run-number to go on.")

@@ -287,7 +287,10 @@ def test_the_winner_is_compared_with_answering_one_label_every_time(lpb, day_car
     assert line in result.output.splitlines()
     # Not better than the floor (on 4 items it never is): the breed says what to try.
     assert constant["comparison"]["verdict"] != "better"
-    assert "  Not shown to beat that: the model may not be following these prompts." in result.output
+    assert ("  Not shown to beat that: the model may not be following these prompts. Seed the breed with prompts of "
+            "your own (--initial-prompt; ") in result.output
+    seeded = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0.4", "--initial-prompt", "Mood?")
+    assert "these prompts. Try other prompts of your own (lpb eval compares them first), breed longer" in seeded.output
     report = lpb("report", run_dir)
     assert report.exit_code == 0, report.output
     assert f"against answering \"{constant['answer']}\" every time: **{constant['comparison']['sentence']}**" in (
