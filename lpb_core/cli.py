@@ -295,7 +295,7 @@ def _breed(given, **options):
 
 def interrupted_message(stop: Interrupted, settings: BreedSettings) -> str:
     if stop.run_number is not None:
-        return (f"Interrupted by {stop.signal_name}; the finished generations are saved in {stop.run_dir}. Resume with:"
+        return (f"Interrupted by {stop.signal_name}; the run is saved in {stop.run_dir}. Resume with:"
                 f"\n  {resume_command(attrs.evolve(settings, continue_run_number=stop.run_number))}")
     why = "debug runs are not resumed" if stop.run_dir is not None else "no run had started"
     return (f"Interrupted by {stop.signal_name}; {why}. Start again with:\n"

@@ -25,8 +25,13 @@ def run_dir_argument(run_dir, day_care_dir, task, run_number) -> Path:
     if not task or run_number is None:
         raise click.UsageError("give RUN_DIR, or --task and --run-number (with --day-care-dir for your own day care)")
     from lpb_core.cli import default_day_care
+    from lpb_core.errors import InputError
 
-    return run_path(day_care_dir or default_day_care(), task, run_number)
+    path = run_path(day_care_dir or default_day_care(), task, run_number)
+    if day_care_dir is None and not path.is_dir():  # most runs are in the user's own day care
+        raise InputError("command line", f"the built-in day care ({default_day_care()}) has no {task}/{path.name}: "
+                         "give --day-care-dir for a run of your own day care", "--day-care-dir")
+    return path
 
 
 def run_options(command):
@@ -48,12 +53,13 @@ def lpb_register_commands(cli):
     @click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON instead of writing files.")
     def report(run_dir, day_care_dir, task, run_number, as_json):
         """Write report.html, report.md and fitness.png into a run directory (finished, stopped or running)."""
-        _report(run_dir_argument(run_dir, day_care_dir, task, run_number), as_json)
+        _report(run_dir, day_care_dir, task, run_number, as_json)
 
     @report_errors
-    def _report(path, as_json):
+    def _report(run_dir, day_care_dir, task, run_number, as_json):
         from lpb_plugins.run_data import load_run, report_data
 
+        path = run_dir_argument(run_dir, day_care_dir, task, run_number)
         data = report_data(load_run(path))
         if as_json:
             click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -98,12 +104,16 @@ def lpb_register_commands(cli):
                   help="The bare prompt, JSON with few-shot context and fitness, or the fitness test as an LMQL query.")
     def best(run_dir, day_care_dir, task, run_number, form):
         """Print a run's winning prompt, ready to paste."""
-        _best(run_dir_argument(run_dir, day_care_dir, task, run_number), form)
+        _best(run_dir, day_care_dir, task, run_number, form)
 
     @report_errors
-    def _best(path, form):
+    def _best(run_dir, day_care_dir, task, run_number, form):
         from lpb_plugins import best_prompt
         from lpb_plugins.run_data import load_run
 
+        run = load_run(run_dir_argument(run_dir, day_care_dir, task, run_number))
+        if run.ended is None and run.generations:  # the final chooses among several: this may not be the one
+            click.echo(f"Warning: {run.path} has not finished: this is the fittest unit of generation "
+                       f"{run.done_generations} on its minibatch, not the run's winner", err=True)
         formats = {"text": best_prompt.as_text, "json": best_prompt.as_json, "lmql": best_prompt.as_lmql}
-        click.echo(formats[form](load_run(path)))
+        click.echo(formats[form](run))

@@ -311,3 +311,19 @@ def test_calls_made_after_the_last_generation_written_count_when_the_run_resumes
     # generation 2 was made again from its start: its totals hold both attempts
     assert queries(generation(stopped, 2)) == queries(generation(whole, 2)) + queries(unrecorded)
     assert not (run / UNRECORDED_FILE).exists() or json.loads((run / UNRECORDED_FILE).read_text())["usage"] != unrecorded
+
+
+def test_best_of_an_unfinished_run_says_it_may_not_be_the_winner(run_copy, lpb):
+    (run_copy / "summary.json").unlink()  # as a breed stopped before its end leaves it
+    result = lpb("best", run_copy)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip()
+    assert f"Warning: {run_copy} has not finished: this is the fittest unit of generation 3 on its minibatch, not " \
+           "the run's winner" in result.stderr
+
+
+def test_a_run_named_by_task_and_number_is_looked_for_in_the_built_in_day_care_unless_told(lpb):
+    for command in ("best", "report"):
+        result = lpb(command, "--task", "intent", "--run-number", "0")
+        assert result.exit_code == 2, result.output
+        assert "has no intent/RUN_0: give --day-care-dir for a run of your own day care" in result.stderr
