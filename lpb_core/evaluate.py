@@ -131,7 +131,11 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
                              f"{candidate.field}.{name}" if candidate.field.startswith("$") else candidate.field)
     indices = items_of(settings, which, len(items) + len(extra), len(extra), suite is not None)
     if not indices:
-        raise InputError("command line", f"no {which} items to score with these split settings", "--items")
+        shares = {"test": f"--test-split {settings.test_split}", "validation": f"--validation-split "
+                                                                             f"{settings.validation_split}"}
+        given = f" ({shares[which]})" if which in shares else ""
+        raise InputError("command line", f"no {which} items to score with these split settings{given}; choose other "
+                         "--items, or score a suite of your own with --suite", "--items")
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     check_server_options(settings, handle)

@@ -282,6 +282,13 @@ def test_eval_needs_something_to_score(lpb, day_care):
     assert "nothing to score" in result.output
 
 
+def test_eval_with_no_items_of_the_kind_asked_names_the_split_that_left_none(lpb, day_care):
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                 "--prompt", "Mood?", "--test-split", "0")
+    assert result.exit_code == 2
+    assert "no test items to score with these split settings (--test-split 0.0); choose other --items" in result.stderr
+
+
 @pytest.mark.parametrize("option", ["--suite", "--test-suite", "--fitness-test-suite", "--prompts-file"])
 def test_eval_names_the_option_whose_file_is_missing(lpb, day_care, option):
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
