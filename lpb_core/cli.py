@@ -266,6 +266,11 @@ def _breed(given, **options):
             raise BreedError(f"{failed.reason}; the run itself finished: {failed.run_dir}") from failed
         resume = resume_command(attrs.evolve(settings, continue_run_number=failed.run_number))
         raise BreedError(f"{failed.reason}; the run is saved: resume with {resume}") from failed
+    if "console" not in settings.loggers:  # --quiet drops the progress, not what may be wrong with the data
+        from lpb_core.rundir import RunDirectory
+
+        for warning in RunDirectory(Path(summary["run_dir"]), None).read_config().get("warnings", ()):
+            click.echo(f"Warning: {warning}", err=True)
     best = summary["best_unit"]
     click.echo(f"\nBest prompt ({best['id']}, born in generation {best['born']} by {best['operator']}):")
     for field, text in best["prompts"].items():

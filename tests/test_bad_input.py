@@ -181,6 +181,8 @@ def test_a_gold_label_no_answer_can_match_is_a_warning(lpb, day_care):
     assert result.exit_code == 0 and warning in result.stderr
     result = breed(lpb, day_care)
     assert result.exit_code == 0 and f"  warning: {day_care}" in result.stderr and warning in result.stderr
+    quiet = breed(lpb, day_care, "--quiet")  # no progress, but still the warning
+    assert quiet.exit_code == 0 and f"Warning: {day_care}" in quiet.stderr and warning in quiet.stderr
 
 
 def test_gold_labels_none_of_which_is_the_scorers_are_a_warning(lpb, day_care):
