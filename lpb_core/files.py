@@ -116,7 +116,8 @@ def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputE
             expected = " or ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
             message = f"expected {expected}, got {kind_of(error.instance)}"
         elif error.validator == "minItems":
-            message = f"needs at least {error.validator_value} items, has {len(error.instance)}"
+            needed = error.validator_value
+            message = f"needs at least {needed} item{'s' * (needed != 1)}, has {len(error.instance)}"
         elif message.startswith(repr(error.instance)) and len(repr(error.instance)) > 40:  # not the whole file
             message = kind_of(error.instance) + message[len(repr(error.instance)):]
         errors.append(InputError(where, message, json_path(parts)))

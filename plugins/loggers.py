@@ -110,7 +110,8 @@ class ConsoleLogger:
             self.close_bar()
             self.progress = GenerationProgress(event.generation, event.stage)
             if event.stage != GENERATION and not self.live:  # a stage of minutes after the last generation line
-                self.say(f"  {self.progress.label(self.total_generations)}: {event.total} evaluations...")
+                self.say(f"  {self.progress.label(self.total_generations)}: {event.total} "
+                         f"evaluation{'s' * (event.total != 1)}...")
         progress = self.progress
         progress.scored(event)
         label = progress.label(self.total_generations)
