@@ -79,7 +79,10 @@ def test_an_eval_whose_every_call_fails_ends_with_one_line_not_a_score(lpb, day_
                  "--api-base", f"http://127.0.0.1:{port}/v1", "--prompt", "Positive or negative?", "--suite", suite,
                  "--max-retries", "0", "--request-timeout", "2")
     assert result.exit_code == 1
-    [line] = [line for line in result.stderr.splitlines() if line and not line.startswith("  scored ")]  # progress
+    # beside the progress and the warnings said before scoring (a chat model cannot enforce the label constraint)
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(result.stderr.strip().splitlines()) == 1 + sum(
+        1 for line in result.stderr.splitlines() if line.startswith(("  scored ", "Warning: ")))
     assert line.startswith("Error: every one of the 2 calls failed; the last: fitness_test_template on openai/model "
                            f"at http://127.0.0.1:{port}/v1 (chat): ")
 
