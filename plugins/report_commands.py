@@ -92,7 +92,13 @@ def lpb_register_commands(cli):
         for row in rows:
             done, held_out = row["generations_done"], row["best_held_out_fitness"]
             held_out = f", held-out {held_out:.3f}" if held_out is not None else ""
-            best = f"best {row['best_train_fitness']:.3f}" if row["best_train_fitness"] is not None else "no score yet"
+            if row["best_validation_fitness"] is not None:  # chosen on the validation items: the figure to show
+                best = f"winner {row['best_unit']}: validation {row['best_validation_fitness']:.3f}"
+            elif row["best_train_fitness"] is not None:  # a minibatch's score, the last generation's fittest
+                best = f"{'winner' if held_out else 'best so far'} {row['best_unit']}: training minibatch " \
+                       f"{row['best_train_fitness']:.3f}"
+            else:
+                best = "no score yet"
             click.echo(f"{row['task']}/RUN_{row['run_number']}: {row['status']}, generation "
                        f"{'-' if done is None else done}/{row['generations_asked']}, {best}{held_out}, {row['model']}")
             if row["resume_command"]:

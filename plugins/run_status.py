@@ -63,6 +63,7 @@ def describe(run: RunFiles) -> dict:
         "generations_asked": run.asked_generations,
         "best_unit": best.id if best else None,
         "best_train_fitness": best.fitness if best else None,
+        "best_validation_fitness": summary.get("best_validation_fitness"),
         "best_held_out_fitness": summary.get("best_test_fitness"),
         "model": run.settings.get("model_name_or_path"),
         "model_description": run.config.get("model"),

@@ -69,7 +69,8 @@ def test_events_survive_kill_and_lpb_runs_gives_the_command_that_resumes(tmp_pat
     command = shlex.split(row["resume_command"])
     assert command[:2] == ["lpb", "breed"] and "--continue-run-number" in command
     text = lpb("runs", day_care).output
-    assert f"sentiment/RUN_0: interrupted, generation {generations[-1]}/2" in text and row["resume_command"] in text
+    assert f"sentiment/RUN_0: interrupted, generation {generations[-1]}/2, best so far {row['best_unit']}: training " \
+           f"minibatch {row['best_train_fitness']:.3f}, random" in text and row["resume_command"] in text
 
     with open(run / EVENTS_FILE, "a") as log:  # as a crash in the middle of a write would leave it
         log.write('{"event": "unit_evalu')
@@ -79,6 +80,9 @@ def test_events_survive_kill_and_lpb_runs_gives_the_command_that_resumes(tmp_pat
     [row] = json.loads(lpb("runs", day_care, "--json").stdout)
     assert row["status"] == "finished" and row["generations_done"] == 2 and row["resume_command"] is None
     assert row["best_held_out_fitness"] is not None
+    assert (f"sentiment/RUN_0: finished, generation 2/2, winner {row['best_unit']}: validation "
+            f"{row['best_validation_fitness']:.3f}, held-out {row['best_held_out_fitness']:.3f}, random"
+            in lpb("runs", day_care).output)
     after = read_events(run / EVENTS_FILE)
     assert after[:len(events)] == events  # appended, never rewritten
     assert [e["event"] for e in after].count("run_started") == 2 and after[-1]["event"] == "run_finished"
