@@ -100,6 +100,9 @@ def check_report(run_dir: Path) -> tuple[str, Page]:
     for text in summary["best_unit"]["prompts"].values():
         assert "> " + " ".join(text.split()).replace("|", "\\|") in markdown
     assert f"completed all {summary['generations_completed']} generations" in markdown
+    examples = len(summary["best_unit"].get("context") or ())  # the winner is the first of the top prompts
+    shown = re.search(r"^### 1\. .*?(?=^### |^## )", markdown, re.M | re.S).group(0)
+    assert (f"Few-shot context: {examples} worked example" in shown) == (examples > 0)
 
     held_out = summary["held_out"]
     if held_out:
