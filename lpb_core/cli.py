@@ -315,8 +315,8 @@ ITEM_SETS = ("test", "validation", "train", "all")
 @option("task", default=None, help="Task folder inside the day care (default: the --run's task).")
 @option("day_care_dir", type=click.Path(path_type=Path), default=None, show_default="the built-in example",
         help="Day care folder.")
-@click.option("--prompt", "prompt_texts", multiple=True, help="A prompt to score (repeatable; the first one is the "
-              "baseline every other prompt is compared with).")
+@click.option("--prompt", "prompt_texts", multiple=True, help="A prompt to score (repeatable). The first prompt, "
+              "taken in this order: --prompt, --prompts-file, --run, is the baseline every other one is compared with.")
 @click.option("--prompts-file", "prompts_files", type=click.Path(path_type=Path), multiple=True,
               help="(Repeatable) JSON list of prompts (strings, or objects of prompt fields), or what `lpb best --format json` "
                    "prints.")
