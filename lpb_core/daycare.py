@@ -24,8 +24,6 @@ from lpb_core.templates import Template
 
 FITNESS_TEMPLATE = "fitness_test_template"
 INITIAL_TEMPLATE = "initial_prompt_gen"
-DEFAULT_MUTATION_DECODER = "sample(temperature=0.8)"
-DEFAULT_FITNESS_DECODER = "argmax"
 # Arguments the engine itself can hand to the fitness template, besides prompt fields and suite fields.
 FITNESS_BUILTIN_ARGS = frozenset({"CoT", "task_description", "examples"})
 
@@ -52,6 +50,7 @@ class Task:
     reasoning_variable: str
     suite_path: Path
     initial_prompts: tuple = ()  # the user's own prompts: strings, or {prompt field: text} objects
+    suite_named: bool = True  # task_description.json names its suite (False: the default file name)
 
     @property
     def gold_field(self) -> str:
@@ -63,6 +62,10 @@ class Task:
 
     def missing_suite(self) -> InputError:
         """The problem when the suite task_description.json names (or the default one) is not there."""
+        if not self.suite_named:
+            return InputError(self.suite_path, "file not found (each task needs its fitness test suite: put it here, "
+                              "name another file as fitness_test_suite in task_description.json, or pass "
+                              "--fitness-test-suite)")
         return InputError(self.description_file, f"no suite file at {str(self.suite_path)!r} (name one here or pass "
                           "--fitness-test-suite)", "$.fitness_test_suite")
 
@@ -170,18 +173,19 @@ def load_task(folder: Path) -> tuple[Task, list[InputError]]:
     """A task and the problems that do not keep it from loading (a bad decoder is replaced by the default,
     so that everything else can still be checked)."""
     path = folder / "task_description.json"
-    data = files.read_json(path)
-    files.check(data, "task_description", path)
+    given = files.read_json(path)
+    files.check(given, "task_description", path)
+    defaults = files.schema_defaults("task_description")  # the schema is where a field's default is written
+    data = {**defaults, **given}
     scorer = dict(data["fitness_scorer"])
     scorer_type = scorer.pop("type")
     problems, decoders = [], {}
-    for field, default in (("decoder_options", DEFAULT_MUTATION_DECODER),
-                           ("fitness_decoder_options", DEFAULT_FITNESS_DECODER)):
+    for field in ("decoder_options", "fitness_decoder_options"):
         try:
-            decoders[field] = parse_decoder(data.get(field, default), str(path), f"$.{field}")
+            decoders[field] = parse_decoder(data[field], str(path), f"$.{field}")
         except InputError as exc:
             problems.append(exc)
-            decoders[field] = parse_decoder(default)
+            decoders[field] = parse_decoder(defaults[field])
     task = Task(
         name=folder.name,
         folder=folder,
@@ -191,9 +195,10 @@ def load_task(folder: Path) -> tuple[Task, list[InputError]]:
         decoder=decoders["decoder_options"],
         fitness_decoder=decoders["fitness_decoder_options"],
         fixed_system_prompt=data.get("fixed_system_prompt"),
-        answer_variable=data.get("answer_variable", "ANSWER"),
-        reasoning_variable=data.get("reasoning_variable", "REASONING"),
-        suite_path=folder / data.get("fitness_test_suite", "fitness_test_suite.json"),
+        answer_variable=data["answer_variable"],
+        reasoning_variable=data["reasoning_variable"],
+        suite_path=folder / data["fitness_test_suite"],
+        suite_named="fitness_test_suite" in given,
         initial_prompts=tuple(data.get("initial_prompts", ())),
     )
     return task, problems

@@ -75,6 +75,11 @@ def schema(name: str) -> dict:
     return json.loads(text)
 
 
+def schema_defaults(name: str) -> dict:
+    """The ``default`` of each top-level property of a shipped schema that has one."""
+    return {key: spec["default"] for key, spec in schema(name)["properties"].items() if "default" in spec}
+
+
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -49,6 +49,15 @@ def test_a_command_missing_what_to_work_on_is_a_usage_error(lpb, command, expect
     assert_one_line_error(lpb(*command), expected)
 
 
+def test_a_missing_suite_is_named_where_it_was_looked_for(lpb, day_care):
+    (day_care / "sentiment" / "fitness_test_suite.json").unlink()  # the default name: nothing in task_description
+    assert_one_line_error(breed(lpb, day_care), "sentiment/fitness_test_suite.json: file not found (each task needs "
+                          "its fitness test suite: put it here, name another file as fitness_test_suite in "
+                          "task_description.json, or pass --fitness-test-suite)")
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(fitness_test_suite="mine.json"))
+    assert_one_line_error(breed(lpb, day_care), "task_description.json: $.fitness_test_suite: no suite file at ")
+
+
 def test_invalid_json(lpb, day_care):
     (day_care / "sentiment" / "task_description.json").write_text('{"task_description": "x",')
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "invalid JSON", "line 1")
