@@ -9,6 +9,7 @@ contract (``lpb_core.contracts``) as it is registered. Problems are collected, n
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import inspect
 import re
@@ -375,6 +376,11 @@ def one_line(exc: Exception) -> str:
         passed = ", ".join(inspect.signature(getattr(hookspecs, hook.group(1))).parameters)
         if "can not be found in the hookspec" in text:
             text += f" ({hook.group(1)} passes: {passed})"
+    unknown = re.search(r"unknown hook '(\w+)'", text)
+    if isinstance(exc, pluggy.PluginValidationError) and unknown:
+        names = [n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_")]
+        close = difflib.get_close_matches(unknown.group(1), names, n=1, cutoff=0.6)
+        text += f" (did you mean {close[0]}?)" if close else f" (lpb's hooks: {', '.join(names)})"
     return f"{type(exc).__name__}: {text}"
 
 

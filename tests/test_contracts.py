@@ -322,7 +322,8 @@ def test_a_misspelt_hook_is_its_plugins_problem():
     module.lpb_register_operators = hookimpl(lambda register: None)
     plugins = load_plugins(extra_plugins=[module], strict=False)
     [problem] = plugins.manager.problems["misspelt_plugin"]
-    assert "unknown hook 'lpb_register_operators'" in problem
+    assert "unknown hook 'lpb_register_operators'" in problem and "(did you mean lpb_register_mutation_operators?)" \
+        in problem
     with pytest.raises(PluginError, match="lpb_register_operators"):
         load_plugins(extra_plugins=[module])
 
