@@ -276,11 +276,14 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
         return await _breed(prepared, run, model, mutation_model, config, history, recorded_wall + carried_wall)
     finally:
         # Calls made since the last generation written (an interrupt, a failure, the final) still count on resume.
-        latest = run.generations()
-        last_usage, last_wall = (latest[-1].usage, latest[-1].wall_seconds) if latest else (Usage(), 0.0)
-        wall = recorded_wall + carried_wall + time.perf_counter() - started
-        if meter.usage != last_usage:
-            run.write_unrecorded(meter.usage - last_usage, max(0.0, wall - last_wall))
+        try:
+            latest = run.generations()
+            last_usage, last_wall = (latest[-1].usage, latest[-1].wall_seconds) if latest else (Usage(), 0.0)
+            wall = recorded_wall + carried_wall + time.perf_counter() - started
+            if meter.usage != last_usage:
+                run.write_unrecorded(meter.usage - last_usage, max(0.0, wall - last_wall))
+        except (OSError, InputError):  # bookkeeping must not hide what stopped the run (a full disk...)
+            pass
         await model.aclose()
         if models.mutation is not models.task:
             await mutation_model.aclose()
