@@ -119,7 +119,9 @@ def csv_names(ctx, param, value):
         show_default="<task>/fitness_test_suite.json", help="Fitness suite: items with template fields and gold_<task>.")
 @option("is_async", is_flag=True, help="Run up to --client-batch-size queries concurrently.")
 @option("client_batch_size", type=click.IntRange(1), help="Concurrent queries when --is-async.")
-@option("server_batch_size", type=click.IntRange(1), help="Batch size on the inference server (lpb serve).")
+@option("server_batch_size", type=click.IntRange(1), show_default="16 for in-process llama.cpp",
+        help="Queries the in-process model decodes together in one batch (more wait for a free place); a served "
+             "model's is set by lpb serve --server-batch-size.")
 @option("population_size", type=click.IntRange(2), help="Units in the population.")
 @option("initial_prompts_per_unit", type=click.IntRange(1),
         help="Candidate prompts generated per unit at start; the unit keeps the fittest.")

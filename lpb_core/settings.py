@@ -35,7 +35,7 @@ class BreedSettings:
     fitness_test_suite: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     is_async: bool = False
     client_batch_size: int = 1
-    server_batch_size: int = 1
+    server_batch_size: int | None = None  # sequences an in-process model decodes together; None: its default
     population_size: int = 50  # the paper's
     initial_prompts_per_unit: int = 1
     evolution_generations: int = 20

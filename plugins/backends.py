@@ -194,8 +194,10 @@ class LlamaCppBackend:
                                models=models, count_tokens=_counter(models[0]), identity=identity,
                                query_timeout=settings.request_timeout)
         try:
-            # enough sequences for every query the user runs at once (--is-async --client-batch-size)
-            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed, n_seq=settings.concurrency)
+            # sequences decoded together: --server-batch-size, else one for every query the user runs at once
+            # (--is-async --client-batch-size), else the engine's default; queries beyond them wait for a free one
+            model = load_model(path, n_threads=settings.n_threads, seed=settings.seed,
+                               n_seq=settings.server_batch_size or settings.concurrency)
         except RuntimeError as exc:  # the embedded model's package is missing
             raise InputError("command line", str(exc), "--model-name-or-path") from None
         name = model.configuration["gguf"]

@@ -40,7 +40,7 @@ def test_breed_writes_a_readable_run_directory(lpb, day_care):
     run = day_care / "sentiment" / "RUN_0"
     assert sorted(p.name for p in run.iterdir()) == [
         "breed.lock", "cache.sqlite", "config.json", "events.jsonl", "generation_000.json", "generation_001.json",
-        "generation_002.json", "summary.json"]
+        "generation_002.json", "summary.json", "unrecorded_usage.json"]  # the final's calls, for a resume
     summary = json.loads((run / "summary.json").read_text())
     jsonschema.validate(summary, schema("summary"))
     assert summary["model"].startswith("random")

@@ -135,3 +135,13 @@ def test_the_same_seed_gives_the_same_generations_beside_a_busy_neighbour(tmp_pa
     busy = run("busy", neighbour=True, is_async=True, client_batch_size=1)
     assert sorted(idle) == ["generation_000.json", "generation_001.json"]
     assert busy == idle
+
+
+def test_server_batch_size_is_how_many_queries_the_in_process_model_decodes_together():
+    backend = load_plugins().backends.get("llama.cpp")
+    settings = BreedSettings(task="sentiment", day_care_dir=REPO / "day_care", server_batch_size=3)
+    assert backend.open("smollm2", settings).concurrency == 3
+    # without it: one place for each query run at once, else the engine's default
+    assert backend.open("smollm2", BreedSettings(task="sentiment", day_care_dir=REPO / "day_care", is_async=True,
+                                                 client_batch_size=5)).concurrency == 5
+    assert backend.open("smollm2", BreedSettings(task="sentiment", day_care_dir=REPO / "day_care")).concurrency == 16
