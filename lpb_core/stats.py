@@ -96,7 +96,8 @@ class Comparison:
 def comparison_measure(fitnesses: dict, outcomes: dict) -> str:
     """How comparisons of per-item outcomes name their figures beside these units' fitnesses: "" when every
     fitness is the share of right answers, else "accuracy" (a scorer of F1 or partial credit)."""
-    same = (fitnesses.get(u) is None or abs(fitnesses[u] - Accuracy.of(outcomes[u]).value) < 1e-9 for u in outcomes)
+    # fitnesses are kept to 6 decimals (fitness.py): equal within that
+    same = (fitnesses.get(u) is None or abs(fitnesses[u] - Accuracy.of(outcomes[u]).value) < 1e-6 for u in outcomes)
     return "" if all(same) else "accuracy"
 
 

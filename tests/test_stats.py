@@ -62,6 +62,8 @@ def test_accuracy_describes_itself_with_its_interval():
 def test_comparisons_name_their_figures_only_beside_a_fitness_that_is_not_accuracy():
     outcomes = {"a": [True, True, False, False], "b": [True, False, False, False]}
     assert comparison_measure({"a": 0.5, "b": 0.25}, outcomes) == ""  # the accuracy scorer's fitness
+    thirds = {"a": [True, False, False], "b": [False, False, True]}
+    assert comparison_measure({"a": 0.333333, "b": 0.333333}, thirds) == ""  # as fitness.py rounds it
     assert comparison_measure({"a": 0.667, "b": 0.25}, outcomes) == "accuracy"  # F1 beside it
     result = compare(outcomes["a"], outcomes["b"])
     assert result.sentence("held-out items", "accuracy").startswith("accuracy 0.500 vs 0.250 on 4 held-out items: ")
