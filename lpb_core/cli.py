@@ -505,7 +505,7 @@ def _validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin,
 
     problems: list[Exception] = []
     try:
-        tasks = [task] if task else load_day_care(day_care_dir).task_names()
+        tasks = [task] if task else load_day_care(day_care_dir, keep_going=True).task_names()
     except InputError as exc:
         tasks, problems = [], problems_in(exc)
     if not tasks and not problems:

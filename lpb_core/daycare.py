@@ -79,6 +79,7 @@ class DayCare:
     tasks: dict  # name -> Task
     broken_tasks: dict = attrs.field(factory=dict)  # name -> the InputErrors that keep it from loading
     task_problems: dict = attrs.field(factory=dict)  # name -> problems found in a task that still loads
+    problems: tuple = ()  # broken shared lists, kept by load_day_care(keep_going=True) (their field is empty)
 
     def task(self, name: str) -> Task:
         if name in self.broken_tasks:
@@ -204,11 +205,14 @@ def load_task(folder: Path) -> tuple[Task, list[InputError]]:
     return task, problems
 
 
-def load_day_care(root: Path | str) -> DayCare:
+def load_day_care(root: Path | str, keep_going: bool = False) -> DayCare:
     """Load the shared files and every task folder.
 
     Problems in the shared files are raised all at once (with those of the task files); a task whose
     task_description.json is broken is kept aside, so other tasks stay usable and ``task(name)`` says why.
+    ``keep_going``: with breeder.lmql loaded, broken mutation prompts or thinking styles are kept in
+    ``problems`` instead, so that the checks that need only breeder.lmql and the tasks still run (a caller
+    must raise them).
     """
     root = Path(root)
     if not root.is_dir():
@@ -228,10 +232,12 @@ def load_day_care(root: Path | str) -> DayCare:
             shared[key] = load()
         except InputError as exc:
             problems.extend(problems_in(exc))
-    if problems:
+    if problems and not (keep_going and "breeder" in shared):
         raise InputErrors(problems + [e for name in sorted(broken) for e in broken[name].errors]
                           + [e for name in sorted(task_problems) for e in task_problems[name]])
-    return DayCare(root=root, tasks=tasks, broken_tasks=broken, task_problems=task_problems, **shared)
+    lists = {key: shared.get(key, ()) for key in ("mutation_prompts", "thinking_styles")}
+    return DayCare(root=root, breeder=shared["breeder"], tasks=tasks, broken_tasks=broken,
+                   task_problems=task_problems, problems=tuple(problems), **lists)
 
 
 def read_suite(path: Path) -> tuple[dict, ...]:

@@ -55,7 +55,9 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     plugins = load_plugins(settings.disabled_plugins, extra_plugins, strict=False)
     problems: list[Exception] = plugins.manager.errors()
     try:
-        day_care = load_day_care(settings.day_care_dir).for_task(settings.task)
+        loaded = load_day_care(settings.day_care_dir, keep_going=True)
+        problems += loaded.problems  # broken mutation prompts or thinking styles: raised with the rest
+        day_care = loaded.for_task(settings.task)
         task = day_care.task(settings.task)
     except InputError as exc:  # nothing else can be checked without them
         raise_all(problems + [exc])

@@ -269,6 +269,18 @@ def test_validate_checks_the_strategy_filter_and_loggers_a_breed_would_use(lpb, 
     assert "logger 'events', which every breed uses, is not registered" in listed.stderr
 
 
+def test_a_broken_list_of_thinking_styles_hides_no_other_problem(lpb, day_care):
+    (day_care / "thinking_styles.json").write_text('["Think.", 3]')
+    edit_json(day_care / "sentiment" / "fitness_test_suite.json", lambda d: d[2].update(txt=d[2].pop("text")))
+    result = lpb("validate", day_care)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {day_care / 'thinking_styles.json'}: $[1]: expected a string, got a number (3)",
+        f"Error: {day_care / 'sentiment' / 'fitness_test_suite.json'}: $[2].text: missing (the fitness template "
+        "needs it; 1 item(s) lack it)"]
+    assert "(and 1 more problem: lpb validate lists them all)" in breed(lpb, day_care).stderr
+
+
 def test_validate_lists_an_items_schema_problem_beside_another_items_missing_field(lpb, day_care):
     def spoil(items):
         del items[3]["text"]
