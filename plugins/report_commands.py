@@ -99,8 +99,10 @@ def lpb_register_commands(cli):
                        f"{row['best_train_fitness']:.3f}"
             else:
                 best = "no score yet"
-            click.echo(f"{row['task']}/RUN_{row['run_number']}: {row['status']}, generation "
-                       f"{'-' if done is None else done}/{row['generations_asked']}, {best}{held_out}, {row['model']}")
+            generations = (f"generation {done}/{row['generations_asked']}" if done is not None
+                           else f"no generation written yet ({row['generations_asked']} asked)")
+            click.echo(f"{row['task']}/RUN_{row['run_number']}: {row['status']}, {generations}, {best}{held_out}, "
+                       f"{row['model']}")
             if row["resume_command"]:
                 click.echo(f"  resume: {row['resume_command']}")
 

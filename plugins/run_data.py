@@ -316,10 +316,17 @@ def cost(run: RunFiles) -> dict:
     return {**{k: usage.get(k) for k in keys}, "wall_seconds": round(wall, 3)}
 
 
+def progress(run: RunFiles) -> str:
+    """How far the run got, e.g. "generation 2 of 4" (generation 0 is the initial population)."""
+    done = run.done_generations
+    return (f"generation {done} of {run.asked_generations}" if done is not None
+            else f"no generation written yet, of {run.asked_generations}")
+
+
 def why_stopped(run: RunFiles) -> str:
     done = run.done_generations
     if run.status == RUNNING:
-        return f"still running (generation {done if done is not None else '-'} of {run.asked_generations} done)"
+        return f"still running ({progress(run)})"
     if run.status == INTERRUPTED:
         return (f"interrupted after generation {done}" if done is not None
                 else "interrupted before the first generation was written")
@@ -340,6 +347,7 @@ def report_data(run: RunFiles) -> dict:
         "why_stopped": why_stopped(run),
         "generations_done": run.done_generations,
         "generations_asked": run.asked_generations,
+        "progress": progress(run),
         "population_size": run.settings.get("population_size"),
         "items": {k: summary.get(f"{k}_items") for k in ("train", "validation", "test")},
         "best": None if best is None else {

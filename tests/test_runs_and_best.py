@@ -331,3 +331,13 @@ def test_a_run_named_by_task_and_number_is_looked_for_in_the_built_in_day_care_u
         result = lpb(command, "--task", "intent", "--run-number", "0")
         assert result.exit_code == 2, result.output
         assert "has no intent/RUN_0: give --day-care-dir for a run of your own day care" in result.stderr
+
+
+def test_a_run_stopped_before_its_first_generation_says_so(run_copy, lpb):
+    for path in [*run_copy.glob("generation_*.json"), run_copy / "summary.json", run_copy / "unrecorded_usage.json"]:
+        path.unlink(missing_ok=True)
+    text = lpb("runs", run_copy.parent.parent).stdout
+    assert "sentiment/RUN_0: interrupted, no generation written yet (3 asked), no score yet, random" in text
+    assert lpb("report", run_copy).exit_code == 0
+    assert ("interrupted before the first generation was written. Model random (seed 2), population 4, no generation "
+            "written yet, of 3.") in (run_copy / "report.md").read_text()
