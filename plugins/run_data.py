@@ -317,9 +317,9 @@ def cost(run: RunFiles) -> dict:
 
 
 def progress(run: RunFiles) -> str:
-    """How far the run got, e.g. "generation 2 of 4" (generation 0 is the initial population)."""
+    """How far the run got, e.g. "generation 2 of 4 done" (generation 0 is the initial population)."""
     done = run.done_generations
-    return (f"generation {done} of {run.asked_generations}" if done is not None
+    return (f"generation {done} of {run.asked_generations} done" if done is not None
             else f"no generation written yet, of {run.asked_generations}")
 
 
