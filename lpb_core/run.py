@@ -212,7 +212,7 @@ def recorded_operators(settings: BreedSettings, task: Task, plugins: PluginSet, 
     run = RunDirectory(run_path(task.folder, settings.continue_run_number), settings.continue_run_number)
     try:
         names = run.read_config().get("operators") or []
-    except (InputError, AttributeError):  # no such run, or not a config: the resume itself says so
+    except InputError:  # no such run, or a config.json its schema refuses: the resume itself says so
         return []
     installed = set(plugins.operators.names())
     for name in names:
