@@ -19,7 +19,7 @@ from lpb_core.daycare import FITNESS_TEMPLATE, cross_check, load_day_care, load_
 from lpb_core.decoding import parse_decoder
 from lpb_core.errors import InputError, raise_all
 from lpb_core.fitness import FitnessTest, Minibatch, Progress, evaluate_each, split
-from lpb_core.llm import LanguageModel, check_server_options, open_model
+from lpb_core.llm import LanguageModel, check_server_options, open_model, unread_option_warnings
 from lpb_core.plugins import load_plugins
 from lpb_core.retry import RetryPolicy, ServerUnavailable
 from lpb_core.rundir import RunDirectory
@@ -139,7 +139,7 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     check_server_options(settings, handle)
-    warnings = preflight.never_right(scorer, items, task, suite_path)
+    warnings = unread_option_warnings(settings, handle) + preflight.never_right(scorer, items, task, suite_path)
     if extra:
         warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
     _, dropped = degrade(day_care.breeder.templates[FITNESS_TEMPLATE].code, handle.enforces)

@@ -124,9 +124,10 @@ class ModelHandle:
     # Exceptions of a query (anywhere in its causes) that mean "send it again": the whole query is retried by
     # the run's retry policy. For backends that do not retry their own requests (LMQL's OpenAI client).
     transient_errors: tuple[type, ...] = ()
-    # The settings for a model served over HTTP (api_base, tokenizer) this backend read: given to a run none of
-    # whose models reads them, they are a mistake (a model spec without its openai/ prefix), not ignored.
-    server_options: tuple[str, ...] = ()
+    # Which of the model-specific settings (SERVER_OPTIONS, IN_PROCESS_OPTIONS) this backend read. A server
+    # option no model of the run reads is a mistake (a model spec without its openai/ prefix) and refused; an
+    # in-process option none reads is a warning (a resume may move the model to lpb serve, where it is set).
+    reads_options: tuple[str, ...] = ()
     # how many queries the models serve best at once (an in-process engine decoding them together)
     concurrency: int | None = None
     # Seconds a whole query may take before it counts as failed (and is retried), for clients that cannot
@@ -149,15 +150,29 @@ class QueryResult:
 
 
 SERVER_OPTIONS = {"api_base": "--api-base", "tokenizer": "--tokenizer"}
+IN_PROCESS_OPTIONS = {"n_threads": "--n-threads", "server_batch_size": "--server-batch-size"}
+
+
+def _unread(settings, options: dict, handles) -> list[tuple[str, str]]:
+    """(option, the run's models) for each option set that none of ``handles`` reads."""
+    models = ", ".join(sorted({h.description for h in handles}))
+    return [(option, models) for field, option in options.items()
+            if getattr(settings, field) and not any(field in h.reads_options for h in handles)]
 
 
 def check_server_options(settings, *handles: ModelHandle) -> None:
     """An InputError for --api-base or --tokenizer given to a run whose models all ignore it."""
-    for field, option in SERVER_OPTIONS.items():
-        if getattr(settings, field) and not any(field in h.server_options for h in handles):
-            models = ", ".join(sorted({h.description for h in handles}))
-            raise InputError("command line", f"no model of this run reads it ({models}); a model served over HTTP "
-                             "is given as openai/<name>", option)
+    for option, models in _unread(settings, SERVER_OPTIONS, handles):
+        raise InputError("command line", f"no model of this run reads it ({models}); a model served over HTTP "
+                         "is given as openai/<name>", option)
+
+
+def unread_option_warnings(settings, *handles: ModelHandle) -> list[str]:
+    """One line for each in-process model option (threads, sequences decoded together) that no model of the run
+    reads: a served model's are set where it is served (lpb serve takes the same options)."""
+    return [f"{option} has no effect on {models}: it is for a model llama.cpp runs in this process (lpb serve "
+            f"takes {option} for the models it serves)" for option, models in _unread(settings, IN_PROCESS_OPTIONS,
+                                                                                      handles)]
 
 
 def open_model(backends, spec: str, settings, option: str = "--model-name-or-path") -> ModelHandle:

@@ -20,7 +20,7 @@ from lpb_core.interrupts import InterruptGuard, Interrupted
 from lpb_core.cache import QueryCache
 from lpb_core.finals import choose_winner, roles, score_held_out
 from lpb_core.llm import (Budget, BudgetExhausted, LanguageModel, Meter, ModelHandle, check_server_options,
-                           open_model)
+                          open_model, unread_option_warnings)
 from lpb_core.plugins import LOGGER_PREFIX, PluginSet, describe, load_plugins
 from lpb_core.retry import RetryPolicy
 from lpb_core.rundir import RunDirectory, run_path
@@ -186,7 +186,7 @@ def make_config(prepared: Prepared, models: Models) -> dict:
         "mutation_model": models.mutation.description,
         "mutation_model_identity": models.mutation.identity,
         "unenforced_constraints": unenforced_constraints(prepared, models),
-        "warnings": list(prepared.warnings),
+        "warnings": list(prepared.warnings) + unread_option_warnings(prepared.settings, models.task, models.mutation),
         "day_care": str(prepared.day_care.root.resolve()),
         "operators": [op.name for op in prepared.operators + prepared.post_operators],
         "disabled_operators": prepared.disabled_operators,

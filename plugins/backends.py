@@ -16,7 +16,7 @@ from lmql.runtime.bopenai.openai_api import OpenAIStreamError
 from lpb_core.constraints import ENFORCED_BY_STOPPING
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
-from lpb_core.llm import SERVER_OPTIONS, ModelHandle
+from lpb_core.llm import IN_PROCESS_OPTIONS, SERVER_OPTIONS, ModelHandle
 from lpb_core.retry import CallFailed, RetryPolicy
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.lmql_patches import (install_bopenai_loop_fix, install_fast_token_set_eq, mark_chat_model,
@@ -112,13 +112,13 @@ class OpenAIBackend:
             reserve_role_tag_ids(model.get_tokenizer())  # beside a GGUF model, tag ids lie beyond both vocabularies
             return ModelHandle(description=model_name, models=(model,), count_tokens=_counter(model), prices=prices,
                                transient_errors=LMQL_OPENAI_TRANSIENT, identity=model_name,
-                               server_options=tuple(SERVER_OPTIONS))
+                               reads_options=tuple(SERVER_OPTIONS))
         mark_chat_model(served)
         model = lmql.model(model_name, chunk_timeout=settings.request_timeout)
         reserve_role_tag_ids(model.get_tokenizer())
         return ModelHandle(description=f"{model_name} (chat)", models=(model,), count_tokens=_counter(model),
                            prices=prices, enforces=ENFORCED_BY_STOPPING, transient_errors=LMQL_OPENAI_TRANSIENT,
-                           identity=model_name, server_options=tuple(SERVER_OPTIONS))
+                           identity=model_name, reads_options=tuple(SERVER_OPTIONS))
 
     def open_server(self, served: str, api_base: str, settings) -> ModelHandle:
         try:
@@ -138,7 +138,7 @@ class OpenAIBackend:
             return ModelHandle(description=f"openai/{served} at {api_base} (chat)", models=(model,),
                                count_tokens=_counter(model), enforces=ENFORCED_BY_STOPPING,
                                transient_errors=LMQL_OPENAI_TRANSIENT, identity=f"openai/{served} (chat)",
-                               server_options=tuple(SERVER_OPTIONS))
+                               reads_options=tuple(SERVER_OPTIONS))
         identifier, impl = tokenizer
         try:
             model = served_model(api_base, served, identifier, impl, RetryPolicy.from_settings(settings),
@@ -152,7 +152,7 @@ class OpenAIBackend:
         return ModelHandle(description=f"openai/{served} at {api_base} (completions{how})", models=(model,),
                            count_tokens=_counter(model), close=model.aclose, seeded_sampling=True,
                            enforces=None if model.honours_logit_bias else ENFORCED_BY_STOPPING,
-                           identity=f"openai/{served} ({identifier})", server_options=tuple(SERVER_OPTIONS))
+                           identity=f"openai/{served} ({identifier})", reads_options=tuple(SERVER_OPTIONS))
 
 
 class LlamaCppBackend:
@@ -205,7 +205,8 @@ class LlamaCppBackend:
         return ModelHandle(description=f"{model_name} ({Path(name).name}, llama.cpp, {threads} thread"
                                        f"{'s' if threads > 1 else ''})",
                            models=(model,), count_tokens=_counter(model), seeded_sampling=True,
-                           identity=identity, concurrency=model.engine.n_seq)
+                           identity=identity, concurrency=model.engine.n_seq,
+                           reads_options=tuple(IN_PROCESS_OPTIONS))
 
 
 @hookimpl

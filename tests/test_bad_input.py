@@ -385,6 +385,19 @@ def test_server_options_without_a_served_model_are_refused(lpb, day_care):
     assert_one_line_error(result, "--tokenizer: no model of this run reads it")
 
 
+def test_in_process_model_options_without_such_a_model_are_a_warning(lpb, day_care):
+    # the random model runs no llama.cpp: threads and sequences decoded together would silently do nothing
+    result = breed(lpb, day_care, "--server-batch-size", "3", "--n-threads", "1")
+    assert result.exit_code == 0, result.output
+    for option in ("--server-batch-size", "--n-threads"):
+        assert f"warning: {option} has no effect on random" in result.output
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "random", "--n-threads", "2")
+    assert result.exit_code == 0, result.output
+    assert "--n-threads has no effect on random" in result.output
+    assert "has no effect" not in breed(lpb, day_care).output
+
+
 def test_the_variables_a_template_writes_are_its_holes_not_its_subscripts():
     from lpb_core.templates import Template
 
