@@ -24,7 +24,7 @@ def run_dir_argument(run_dir, day_care_dir, task, run_number) -> Path:
         return run_dir
     if not task or run_number is None:
         raise click.UsageError("give RUN_DIR, or --task and --run-number (with --day-care-dir for your own day care)")
-    from lpb_core.cli import default_day_care
+    from lpb_core.cli_common import default_day_care
     from lpb_core.errors import InputError
 
     path = run_path(day_care_dir or default_day_care(), task, run_number)
@@ -46,7 +46,7 @@ def run_options(command):
 
 @hookimpl
 def lpb_register_commands(cli):
-    from lpb_core.cli import report_errors
+    from lpb_core.cli_common import report_errors
 
     @cli.command()
     @run_options
@@ -75,7 +75,7 @@ def lpb_register_commands(cli):
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def runs(day_care_dir, task, as_json):
         """Every run with its status, progress, best fitness, model and the command that resumes it."""
-        from lpb_core.cli import default_day_care
+        from lpb_core.cli_common import default_day_care
 
         _runs(day_care_dir or default_day_care(), task, as_json)
 

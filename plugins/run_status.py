@@ -34,7 +34,7 @@ def working_directory(run: RunFiles) -> Path | None:
 
 def command_to_resume(run: RunFiles) -> str | None:
     """The `lpb breed` line that goes on with an interrupted or budget-stopped run (None for others)."""
-    from lpb_core.cli import resume_command
+    from lpb_core.cli_breed import resume_command
     from lpb_core.evaluate import settings_of_run
 
     status = run.status

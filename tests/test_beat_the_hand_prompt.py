@@ -76,7 +76,7 @@ def test_the_winner_is_chosen_on_validation_and_training_items_and_never_below_a
 
 def test_a_seed_ahead_of_the_winner_on_validation_items_alone_is_said(lpb, day_care, monkeypatch):
     import lpb_core.run
-    from lpb_core.cli import seeds_ahead_on_validation
+    from lpb_core.cli_breed import seeds_ahead_on_validation
 
     def finalist(unit_id, operator, validation, finals):
         return {"id": unit_id, "operator": operator, "train_fitness": 0.5, "finals_train_fitness": None,

@@ -55,7 +55,7 @@ def test_code_the_backend_fully_enforces_is_unchanged(enforces):
 
 
 def test_the_built_in_day_care_degrades_to_compilable_templates():
-    from lpb_core.cli import default_day_care
+    from lpb_core.cli_common import default_day_care
     from lpb_core.daycare import load_day_care
 
     day_care = load_day_care(default_day_care())

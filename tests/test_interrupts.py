@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lpb_core.cli import default_day_care, interrupted_message
+from lpb_core.cli_breed import interrupted_message
+from lpb_core.cli_common import default_day_care
 from lpb_core.interrupts import InterruptGuard, Interrupted
 from lpb_core.settings import BreedSettings
 

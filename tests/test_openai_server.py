@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("fastapi")  # llama-cpp-python[server]
 pytest.importorskip("uvicorn")
 
-from lpb_core.cli import default_day_care  # noqa: E402
+from lpb_core.cli_common import default_day_care  # noqa: E402
 from lpb_core.daycare import load_day_care, read_suite  # noqa: E402
 from lpb_core.fitness import FitnessTest, Minibatch  # noqa: E402
 from lpb_core.llm import LanguageModel, ModelHandle  # noqa: E402

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lpb_core.cli import resume_command, settings_from_options
+from lpb_core.cli_breed import resume_command, settings_from_options
 from lpb_core.errors import PluginError, RunFailed
 from lpb_core.hookspecs import hookimpl
 from lpb_core.operators import Mutation
@@ -419,7 +419,7 @@ def test_the_resume_command_gives_back_the_same_settings(day_care):
         validation_split=0.0, finalists=2)
     command = shlex.split(resume_command(settings))
     assert command[:2] == ["lpb", "breed"]
-    from lpb_core.cli import breed as breed_command
+    from lpb_core.cli_breed import breed as breed_command
 
     context = breed_command.make_context("breed", command[2:])
     assert settings_from_options(**context.params) == settings

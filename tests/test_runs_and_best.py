@@ -157,7 +157,7 @@ def test_a_resume_needs_only_the_task_and_the_run_number(tmp_path, lpb):
 
 
 def test_a_bare_resume_keeps_the_runs_loggers_and_wandb_project(tmp_path):
-    from lpb_core.cli import with_run_settings
+    from lpb_core.cli_breed import with_run_settings
     from lpb_core.settings import BreedSettings
 
     run_dir = tmp_path / "day_care" / "sentiment" / "RUN_0"
