@@ -279,8 +279,8 @@ async def _breed_and_close(prepared: Prepared, run: RunDirectory, models: Models
     finally:
         # Calls made since the last generation written (an interrupt, a failure, the final) still count on resume.
         try:
-            latest = run.generations()
-            last_usage, last_wall = (latest[-1].usage, latest[-1].wall_seconds) if latest else (Usage(), 0.0)
+            latest = run.latest_generation()
+            last_usage, last_wall = (latest.usage, latest.wall_seconds) if latest else (Usage(), 0.0)
             wall = recorded_wall + carried_wall + time.perf_counter() - started
             if meter.usage != last_usage:
                 run.write_unrecorded(meter.usage - last_usage, max(0.0, wall - last_wall))

@@ -141,10 +141,18 @@ class RunDirectory:
         files.write_json_atomic(self.path / UNRECORDED_FILE, {"usage": usage.to_dict(),
                                                               "wall_seconds": round(wall_seconds, 3)})
 
+    def _generation_files(self) -> list[Path]:
+        numbered = sorted((int(m.group(1)), p) for p in self.path.iterdir() if (m := _GENERATION.match(p.name)))
+        return [p for _, p in numbered]
+
     def generations(self) -> list[GenerationRecord]:
         """Every finished generation, in order."""
-        numbered = sorted((int(m.group(1)), p) for p in self.path.iterdir() if (m := _GENERATION.match(p.name)))
-        return [GenerationRecord.from_dict(_checked(p, "generation")) for _, p in numbered]
+        return [GenerationRecord.from_dict(_checked(p, "generation")) for p in self._generation_files()]
+
+    def latest_generation(self) -> GenerationRecord | None:
+        """The last finished generation (None before generation 0 is written), without reading the others."""
+        found = self._generation_files()
+        return GenerationRecord.from_dict(_checked(found[-1], "generation")) if found else None
 
     def write_summary(self, summary: dict) -> None:
         files.check(summary, "summary", self.summary_path)
