@@ -139,15 +139,18 @@ class FitnessTest:
     variants: tuple[str, ...]  # "cot" and/or "no_cot"
 
     def question_text(self, item: dict) -> str:
-        """The item as a person would read it, without its gold label."""
-        return "\n".join(f"{k}: {v}" for k, v in item.items() if not k.startswith("gold_"))
+        """The item as the fitness template shows it, field by field: only the fields it reads, so that a suite's
+        other fields (an annotator's note, an id, the gold label) never reach a few-shot example."""
+        shown = self.day_care.breeder.templates[FITNESS_TEMPLATE].args
+        return "\n".join(f"{k}: {v}" for k, v in item.items() if k in shown and k != self.task.gold_field)
 
     def constant_answer(self, indices: tuple[int, ...]) -> ConstantAnswer | None:
         """The best fixed answer on these items, scored as a unit's answers are; None unless the gold answers
         are a few labels (a numeric or free answer has no sensible constant)."""
         golds = [self.suite[i][self.task.gold_field] for i in indices]
         labels = sorted({str(gold) for gold in golds})
-        if not golds or len(labels) > MAX_CONSTANT_LABELS:
+        # a labelling task by its whole suite: a few held-out items of a numeric task take few values too
+        if not golds or len({str(item[self.task.gold_field]) for item in self.suite}) > MAX_CONSTANT_LABELS:
             return None
         best = None
         try:

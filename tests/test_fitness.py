@@ -252,8 +252,16 @@ def test_the_constant_answer_is_the_label_that_scores_best_every_time():
     # Both variants answer every item: the outcomes line up with a unit's, variant after variant.
     both = constant_test(["positive", "negative"], variants=("cot", "no_cot")).constant_answer((0, 1))
     assert (both.answer, both.correct) == ("negative", (False, True, False, True))
-    # Numbers or free answers have no sensible constant.
+    # Numbers or free answers have no sensible constant, even on a few items that take few values.
     assert constant_test([str(n) for n in range(12)]).constant_answer(tuple(range(12))) is None
+    assert constant_test([str(n) for n in range(12)]).constant_answer((0, 1, 2)) is None
+
+
+def test_few_shot_examples_show_only_the_fields_the_fitness_template_reads():
+    test = constant_test(["positive"])
+    item = {"text": "Loved it.", "annotator_note": "labelled positive because it says loved", "id": 7,
+            "gold_sentiment": "positive"}
+    assert test.question_text(item) == "text: Loved it."
 
 
 def test_a_scorer_failing_on_the_constant_answer_is_named():
