@@ -276,8 +276,9 @@ def load_suite(path: Path, task: Task) -> tuple[dict, ...]:
     return items
 
 
-def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_path: Path) -> list[InputError]:
+def cross_check(day_care: DayCare, task: Task, suites: list[tuple[tuple[dict, ...], Path]]) -> list[InputError]:
     """Problems that only show when the day care's files are read together: every one, not just the first.
+    ``suites``: the items the fitness template will run on, with the file each list came from.
 
     Checks that need plugins (scorer parameters, operator arguments, compiling templates) are in
     ``lpb_core.preflight``.
@@ -300,17 +301,21 @@ def cross_check(day_care: DayCare, task: Task, suite: tuple[dict, ...], suite_pa
     provided = set(breeder.prompt_fields) | FITNESS_BUILTIN_ARGS
     if task.fixed_system_prompt is not None:
         provided.add("system_prompt")
+    suites = [(items, path) for items, path in suites if items]
     for index, arg in enumerate(fitness.args):
-        if arg in provided or not suite:
+        if arg in provided or not suites:
             continue
-        lacking = [i for i, item in enumerate(suite) if arg not in item]
-        if len(lacking) == len(suite):
+        if not any(arg in item for items, _ in suites for item in items):
+            names = " or ".join(path.name for _, path in suites)
             problems.append(InputError(
-                fitness.source or breeder.path, f"{arg!r} is provided by no suite field of {suite_path.name}, prompt "
+                fitness.source or breeder.path, f"{arg!r} is provided by no suite field of {names}, prompt "
                 f"field ({', '.join(breeder.prompt_fields)}) or built-in argument "
                 f"({', '.join(sorted(FITNESS_BUILTIN_ARGS))})", files.json_path([f"{FITNESS_TEMPLATE}_args", index])))
-        elif lacking:  # some items have it: those without are the mistake
-            problems.append(InputError(
-                suite_path, f"missing (the fitness template needs it; {len(lacking)} item(s) lack it)",
-                files.json_path([lacking[0], arg])))
+            continue
+        for items, path in suites:  # some items have it: those without are the mistake, in their own file
+            lacking = [i for i, item in enumerate(items) if arg not in item]
+            if lacking:
+                problems.append(InputError(
+                    path, f"missing (the fitness template needs it; {len(lacking)} item(s) lack it)",
+                    files.json_path([lacking[0], arg])))
     return problems

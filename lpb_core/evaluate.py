@@ -120,8 +120,8 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     items = load_suite(suite_path, task)
     extra = load_suite(settings.test_suite, task) if settings.test_suite and not suite else ()
     scorer, scorer_problems = preflight.build_scorer(task, plugins)
-    raise_all(cross_check(day_care, task, items + extra, suite_path) + preflight.compile_problems(day_care.breeder)
-              + scorer_problems)
+    raise_all(cross_check(day_care, task, [(items, suite_path), (extra, settings.test_suite)])
+              + preflight.compile_problems(day_care.breeder) + scorer_problems)
     for candidate in candidates:
         unknown = set(candidate.unit.prompts) - set(day_care.breeder.prompt_fields)
         if unknown:

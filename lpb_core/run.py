@@ -83,7 +83,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
             problems += gold_label_problems(suites[role], task, path)
     suite, held_out = suites.get("train", ()), suites.get("held_out", ())
 
-    problems += cross_check(day_care, task, suite + held_out, suite_path)
+    problems += cross_check(day_care, task, [(suite, suite_path), (held_out, settings.test_suite)])
     problems += preflight.day_care_problems(day_care)
     scorer, scorer_problems = preflight.build_scorer(task, plugins)
     problems += scorer_problems

@@ -281,6 +281,17 @@ def test_a_broken_list_of_thinking_styles_hides_no_other_problem(lpb, day_care):
     assert "(and 1 more problem: lpb validate lists them all)" in breed(lpb, day_care).stderr
 
 
+def test_a_held_out_suite_lacking_a_field_is_named_with_its_own_index(lpb, day_care, tmp_path):
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps([{"text": "Fine.", "gold_sentiment": "positive"},
+                                    {"txt": "Bad.", "gold_sentiment": "negative"}]))
+    expected = f"{held_out}: $[1].text: missing (the fitness template needs it; 1 item(s) lack it)"
+    assert_one_line_error(breed(lpb, day_care, "--test-suite", held_out), expected)
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "random", "--test-suite", held_out)
+    assert_one_line_error(result, expected)
+
+
 def test_validate_lists_an_items_schema_problem_beside_another_items_missing_field(lpb, day_care):
     def spoil(items):
         del items[3]["text"]
