@@ -109,7 +109,9 @@ def load_breeder(path: Path, base: Breeder | None = None) -> Breeder:
     """
     text = files.read_text(path, missing="file not found (every day care needs a breeder.lmql)")
     try:
-        spec = hjson.loads(text)
+        spec = hjson.loads(text, object_pairs_hook=files.unique_keys)
+    except files.DuplicateKey as exc:
+        raise exc.error(path) from None
     except hjson.HjsonDecodeError as exc:
         raise InputError(path, f"invalid hjson: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:

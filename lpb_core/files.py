@@ -58,10 +58,34 @@ def missing_file(path: Path | None, option: str) -> InputError | None:
     return InputError("command line", f"no file at {str(path)!r}", option)
 
 
+class DuplicateKey(ValueError):
+    """A key given twice in one object: JSON and hjson parsers silently keep the last, which loses the first."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def error(self, path: Path) -> InputError:
+        return InputError(path, "given twice in one object (only one value can count: remove the other)",
+                          json_path([self.key]))
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` for json and hjson: an object, or DuplicateKey."""
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def read_json(path: Path) -> Any:
     text = read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
+        raise exc.error(path) from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"invalid JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:

@@ -68,6 +68,17 @@ def test_invalid_hjson(lpb, day_care):
     assert_one_line_error(breed(lpb, day_care), "breeder.lmql", "invalid hjson")
 
 
+def test_a_key_given_twice_is_refused_not_silently_overwritten(lpb, day_care):
+    suite = day_care / "sentiment" / "fitness_test_suite.json"
+    text = suite.read_text()
+    suite.write_text(text.replace('"gold_sentiment"', '"gold_sentiment": "positive", "gold_sentiment"', 1))
+    assert_one_line_error(breed(lpb, day_care), f"{suite}: $.gold_sentiment: given twice in one object")
+    suite.write_text(text)
+    breeder = day_care / "breeder.lmql"
+    breeder.write_text(breeder.read_text().replace("{", "{\n  fitness_test_template: '\"x [ANSWER]\"'", 1))
+    assert_one_line_error(breed(lpb, day_care), f"{breeder}: $.fitness_test_template: given twice in one object")
+
+
 def test_missing_field(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.pop("task_description"))
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.task_description", "missing")
