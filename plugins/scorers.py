@@ -114,7 +114,8 @@ class BinaryFBeta(Accuracy):
 
 
 class Numeric(PerItemScorer):
-    """The last number in the answer equals the gold number within ``tolerance`` (GSM8K style)."""
+    """The last number in the answer (1,234.5, 1e-5 and 3/4 read whole) equals the gold number within ``tolerance``
+    (GSM8K style)."""
 
     name = "numeric"
     params_schema = {
@@ -122,18 +123,23 @@ class Numeric(PerItemScorer):
         "properties": {"tolerance": {"type": "number", "minimum": 0}},
         "additionalProperties": False,
     }
-    _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+    # a decimal with thousands separators, an exponent (1e-5) or a fraction (3/4)
+    _NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 
     def __init__(self, tolerance: float = 1e-6):
         self.tolerance = tolerance
 
     def value_of(self, text) -> float | None:
+        if isinstance(text, (int, float)) and not isinstance(text, bool):  # a gold number as JSON gives it
+            return float(text)
         found = self._NUMBER.findall(str(text))
         if not found:
             return None
+        numerator, _, denominator = found[-1].replace(",", "").partition("/")
         try:
-            return float(found[-1].replace(",", ""))
-        except ValueError:
+            value = float(numerator)
+            return value / float(denominator) if denominator else value
+        except (ValueError, ZeroDivisionError):
             return None
 
     def can_read(self, answer: str) -> bool:

@@ -38,6 +38,11 @@ def test_numeric_takes_the_last_number_with_tolerance():
     assert scorer.is_correct("The total is 1,234.005", 1234)
     assert not scorer.is_correct("no idea", "7")
     assert not scorer.is_correct("7 or maybe 8", "7")
+    # gold numbers as JSON gives them, exponents and fractions are read whole
+    exact = Numeric(tolerance=0)
+    assert exact.is_correct("0.00001", 0.00001) and exact.is_correct("1e-5", 1e-05) and not exact.is_correct("-5", 1e-05)
+    assert exact.is_correct("about 1e22 stars", 1e22) and exact.is_correct("1000", "1e3")
+    assert exact.is_correct("0.75", "3/4") and exact.is_correct("3 / 4", 0.75) and exact.value_of("1/0") is None
 
 
 def test_regex_substitutes_the_gold_label():
