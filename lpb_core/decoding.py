@@ -14,6 +14,7 @@ from lpb_core.errors import InputError
 KNOWN_DECODERS = ("argmax", "sample", "beam", "beam_sample", "best_k", "var", "beam_var")
 # Options LMQL's decoders and models read. LMQL ignores any other, so a name close to one of these is a typo
 # that would silently change nothing; a name far from all is passed on as written.
+LMQL_MAX_LEN = 2048  # the max_len of LMQL's decoders when none is given (lmql.runtime.dclib.decoders)
 KNOWN_OPTIONS = ("temperature", "n", "max_len", "top_k", "top_p", "chunksize", "openai_chunksize", "batch_size",
                  "alpha", "num_samples", "max_tokens")
 
@@ -22,6 +23,11 @@ KNOWN_OPTIONS = ("temperature", "n", "max_len", "top_k", "top_p", "chunksize", "
 class Decoder:
     name: str
     options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def max_len(self) -> int:
+        """The most tokens a query's prompt and answers may hold (LMQL refuses a longer prompt)."""
+        return dict(self.options).get("max_len", LMQL_MAX_LEN)
 
     @property
     def clause(self) -> str:

@@ -139,6 +139,8 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     fitness = FitnessTest(day_care, task, scorer, items + extra, settings.variants)
     handle = open_model(plugins.backends, settings.model_name_or_path, settings)
     check_server_options(settings, handle)
+    raise_all(preflight.overlong_items(day_care, task, [(items, suite_path), (extra, settings.test_suite)],
+                                       handle.count_tokens, handle.description))
     warnings = unread_option_warnings(settings, handle) + preflight.never_right(scorer, items, task, suite_path)
     if extra:
         warnings += preflight.never_right(scorer, extra, task, settings.test_suite)

@@ -3,7 +3,8 @@
 ``lpb_core.daycare`` checks the day care's files on their own and against each other; here they meet
 the plugins: the scorer's parameters and constructor, the operators' templates and arguments, the
 selection strategy on a trial population, the loggers' constructors, and every template compiled by
-LMQL. Each function returns every problem it finds, so ``lpb validate`` can list them all.
+LMQL. Each function returns every problem it finds, so ``lpb validate`` can list them all. One check needs the
+model's tokenizer and runs once the model is open: ``overlong_items``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 import attrs
 
 from lpb_core import files
-from lpb_core.daycare import INITIAL_TEMPLATE, Breeder, DayCare, Task
+from lpb_core.daycare import FITNESS_TEMPLATE, INITIAL_TEMPLATE, Breeder, DayCare, Task
 from lpb_core.errors import InputError, PluginError, raise_all
 from lpb_core.operators import BASE_ARGS, MUTATE, MUTATION_PROMPT_VARIABLE, POST, operator_templates
 from lpb_core.plugins import PluginSet
@@ -226,3 +227,20 @@ def check_similarity_filter(settings: BreedSettings, plugins: PluginSet) -> list
 def day_care_problems(day_care: DayCare) -> list[InputError]:
     """The task's view of breeder.lmql: its templates compile and initial_prompt_gen gets what it asks for."""
     return compile_problems(day_care.breeder) + initial_template_problems(day_care.breeder)
+
+
+def overlong_items(day_care: DayCare, task: Task, suites, count_tokens, model: str) -> list[InputError]:
+    """Items whose text alone is more tokens than a fitness query may hold (the fitness decoder's max_len): LMQL
+    would refuse every query on them, mid-run. ``suites``: (items, the file they came from)."""
+    fields = [arg for arg in day_care.breeder.templates[FITNESS_TEMPLATE].args if arg != task.gold_field]
+    limit, problems = task.fitness_decoder.max_len, []
+    for items, path in suites:
+        for index, item in enumerate(items):
+            sizes = {field: count_tokens(str(item[field])) for field in fields if field in item}
+            if sizes and sum(sizes.values()) >= limit:
+                longest = max(sizes, key=sizes.get)
+                problems.append(InputError(path, f"{sum(sizes.values())} tokens for {model}, more than a fitness "
+                                           f"query may hold ({limit}, the fitness decoder's max_len): shorten it, "
+                                           "or raise max_len in fitness_decoder_options",
+                                           files.json_path([index, longest])))
+    return problems

@@ -238,6 +238,12 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
                 run = RunDirectory.existing(task_folder, settings.continue_run_number)  # locked from here on
                 check_resumable(run, settings)
             models = Models.open(prepared)
+            train_count = len(prepared.suite) - prepared.held_out
+            raise_all(preflight.overlong_items(
+                prepared.day_care, prepared.task,
+                [(prepared.suite[:train_count], settings.fitness_test_suite or prepared.task.suite_path),
+                 (prepared.suite[train_count:], settings.test_suite)],
+                models.task.count_tokens, models.task.description))
             guard.checkpoint()
             config = make_config(prepared, models)  # compiles degraded templates: an input error comes before the folder
             run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)

@@ -79,6 +79,22 @@ def test_a_key_given_twice_is_refused_not_silently_overwritten(lpb, day_care):
     assert_one_line_error(breed(lpb, day_care), f"{breeder}: $.fitness_test_template: given twice in one object")
 
 
+def test_an_item_longer_than_a_query_may_hold_is_named_before_the_run(lpb, day_care, tmp_path):
+    suite = day_care / "sentiment" / "fitness_test_suite.json"
+    edit_json(suite, lambda items: items[3].update(text="A very long review. " * 600))
+    result = breed(lpb, day_care)
+    assert_one_line_error(result, f"{suite}: $[3].text: ", "tokens for random (seed 0), more than a fitness query may hold "
+                          "(2048, the fitness decoder's max_len)")
+    assert not (day_care / "sentiment" / "RUN_0").exists()
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "random")
+    assert_one_line_error(result, f"{suite}: $[3].text: ")
+    # a longer max_len lets it through
+    edit_json(day_care / "sentiment" / "task_description.json",
+              lambda d: d.update(fitness_decoder_options="argmax(max_len=8192)"))
+    assert breed(lpb, day_care).exit_code == 0
+
+
 def test_missing_field(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.pop("task_description"))
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.task_description", "missing")
