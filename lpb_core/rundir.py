@@ -37,7 +37,17 @@ class RunDirectory:
 
     @classmethod
     def create(cls, task_folder: Path, debug: bool = False) -> "RunDirectory":
-        """The next free RUN_<n> (or a fresh DEBUG folder), locked for this breed (see ``lock``)."""
+        """The next free RUN_<n> (or a fresh DEBUG folder), locked for this breed (see ``lock``); a task folder
+        where no run directory can be made (read-only, a full disk) is bad input naming it."""
+        try:
+            return cls._create(task_folder, debug)
+        except PermissionError as exc:
+            raise InputError(task_folder, f"cannot make a run directory here: {exc.strerror} (runs are written "
+                             "inside the task's folder: make it writable, or copy the day care somewhere "
+                             "writable and pass --day-care-dir)") from None
+
+    @classmethod
+    def _create(cls, task_folder: Path, debug: bool) -> "RunDirectory":
         if debug:
             path = task_folder / "DEBUG"
             path.mkdir(parents=True, exist_ok=True)

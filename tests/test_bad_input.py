@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,20 @@ def test_an_item_longer_than_a_query_may_hold_is_named_before_the_run(lpb, day_c
     edit_json(day_care / "sentiment" / "task_description.json",
               lambda d: d.update(fitness_decoder_options="argmax(max_len=8192)"))
     assert breed(lpb, day_care).exit_code == 0
+
+
+def test_a_task_folder_where_no_run_directory_can_be_made_is_named(lpb, day_care, monkeypatch):
+    # as a read-only folder refuses a normal user (the tests may run as root, whom chmod does not stop)
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self.name.startswith("RUN_"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert_one_line_error(breed(lpb, day_care), f"{day_care / 'sentiment'}: cannot make a run directory here: "
+                          "Permission denied (runs are written inside the task's folder")
 
 
 def test_missing_field(lpb, day_care):
