@@ -189,6 +189,13 @@ def _breed(given, **options):
     for line in seeds_ahead_on_validation(summary):
         click.echo(f"  {line}")
     held_out = summary.get("held_out") or {}
+    # Answers the scorer cannot read look like a merely bad prompt without this line (a template whose labels
+    # differ from the scorer's makes every answer unreadable).
+    unreadable = (held_out.get("units", {}).get(best["id"]) or {}).get("unreadable")
+    if unreadable:
+        answers = sum(len(c) for c in held_out["units"][best["id"]]["correct"].values())
+        click.echo(f"  {unreadable} of its {answers} held-out answers were unreadable to the scorer (scored as wrong; "
+                   f"lpb eval --run {shlex.quote(summary['run_dir'])} --json lists them)")
     for comparison in held_out.get("comparisons", []):
         against = " and ".join(role.replace("_", " ") for role in comparison["b_roles"])
         click.echo(f"  against the {against} ({comparison['b']}): {comparison['sentence']}")

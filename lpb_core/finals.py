@@ -119,7 +119,8 @@ async def score_held_out(units: Iterable[Unit], named: dict[str, list[str]], fit
         outcomes[unit.id] = [c for variant in fitness.variants for c in evaluation.correct[variant]]
         block["units"][unit.id] = {"roles": named[unit.id], "fitness": evaluation.unit.fitness,
                                    "prompts": dict(unit.prompts),
-                                   "correct": {v: list(evaluation.correct[v]) for v in fitness.variants}}
+                                   "correct": {v: list(evaluation.correct[v]) for v in fitness.variants},
+                                   "unreadable": evaluation.unreadable}
     best = next(u.id for u in units if BEST in named[u.id])
     measure = comparison_measure({u: block["units"][u]["fitness"] for u in outcomes}, outcomes)
     for other in (u.id for u in units if u.id != best):

@@ -303,3 +303,19 @@ def test_the_winner_is_compared_with_answering_one_label_every_time(lpb, day_car
     assert report.exit_code == 0, report.output
     assert f"against answering \"{constant['answer']}\" every time: **{constant['comparison']['sentence']}**" in (
         run_dir / "report.md").read_text()
+
+
+def test_held_out_answers_the_scorer_cannot_read_are_counted_and_said(lpb, day_care):
+    # a template whose answer labels are not the scorer's: every answer is unreadable, which looks like a bad prompt
+    breeder = day_care / "breeder.lmql"
+    breeder.write_text(breeder.read_text().replace('ANSWER in ["positive", "negative"]', 'ANSWER in ["yes", "no"]'))
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0.4")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((day_care / "sentiment" / "RUN_0" / "summary.json").read_text())
+    units = summary["held_out"]["units"]
+    assert all(unit["unreadable"] == len(summary["held_out"]["items"]) for unit in units.values())
+    assert (f"  {len(summary['held_out']['items'])} of its {len(summary['held_out']['items'])} held-out answers were "
+            "unreadable to the scorer (scored as wrong; lpb eval --run ") in result.output
+    breeder.write_text(breeder.read_text().replace('ANSWER in ["yes", "no"]', 'ANSWER in ["positive", "negative"]'))
+    readable = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0.4")
+    assert "unreadable" not in readable.output
