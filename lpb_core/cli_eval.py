@@ -100,11 +100,15 @@ def _eval(task, day_care_dir, prompt_texts, prompts_files, run_dir, items, suite
         return
     which = f"all {result['item_count']}" if result["items"] == "all" else f"{result['item_count']} {result['items']}"
     click.echo(f"{len(result['prompts'])} prompt(s) on {which} items of task {result['task']!r}, {result['model']}:")
+    if result["measure"]:  # a breed reports the scorer's fitness (F1, partial credit): say which figure is which
+        click.echo("  accuracy (share of right answers) with its 95 % interval, then the scorer's fitness, which a "
+                   "breed reports")
     for number, row in enumerate(result["prompts"], 1):
         low, high = row["interval_95"]
         text = " | ".join(row["prompts"].values())
         extra = f" + {row['context']} example{'s' * (row['context'] != 1)}" if row["context"] else ""
-        click.echo(f"  {number}. {row['accuracy']:.3f} [{low:.3f}, {high:.3f}]  {row['label']}{extra}: {text}")
+        fitness = f" fitness {row['fitness']:.3f}" if result["measure"] else ""
+        click.echo(f"  {number}. {row['accuracy']:.3f} [{low:.3f}, {high:.3f}]{fitness}  {row['label']}{extra}: {text}")
         if row["unreadable"]:  # a prompt the model answers off-format looks merely bad without this
             click.echo(f"     {row['unreadable']} of {len(row['answers'])} answers were unreadable to the scorer "
                        "(scored as wrong; --json lists every answer)")

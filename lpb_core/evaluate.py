@@ -24,7 +24,7 @@ from lpb_core.plugins import load_plugins
 from lpb_core.retry import RetryPolicy, ServerUnavailable
 from lpb_core.rundir import RunDirectory
 from lpb_core.settings import BreedSettings
-from lpb_core.stats import Accuracy, compare
+from lpb_core.stats import Accuracy, compare, comparison_measure
 from lpb_core.units import Unit, Working
 
 @attrs.frozen
@@ -155,6 +155,7 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     if failed:
         warnings.append(failed)
     constant = fitness.constant_answer(indices)
+    measure = comparison_measure(dict(enumerate(s.fitness for s in scored)), dict(enumerate(s.correct for s in scored)))
     return {
         "task": settings.task,
         "model": handle.description,
@@ -162,13 +163,15 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
         "items": which if suite is None else str(suite),
         "item_count": len(indices),
         "variants": list(settings.variants),
+        # "accuracy" when the scorer's fitness is not the share of right answers: the figures below are accuracy
+        "measure": measure,
         "prompts": [{"label": s.candidate.label, "prompts": dict(s.candidate.unit.prompts),
                      "context": len(s.candidate.unit.context), "fitness": s.fitness, "accuracy": s.accuracy.value,
                      "interval_95": list(s.accuracy.interval), "correct": list(s.correct),
                      "answers": list(s.answers), "unreadable": s.unreadable} for s in scored],
         "comparisons": [{"a": s.candidate.label, "b": baseline.candidate.label,
                          **compare(s.correct, baseline.correct).to_dict(),
-                         "sentence": compare(s.correct, baseline.correct).sentence("items")}
+                         "sentence": compare(s.correct, baseline.correct).sentence("items", measure)}
                         for s in scored[1:]],
         # What one label every time gets: a prompt at or below it shows no sign the model read the items.
         "constant_answer": constant and {**constant.to_dict(), "accuracy": Accuracy.of(constant.correct).value},

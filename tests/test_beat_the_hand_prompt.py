@@ -252,6 +252,27 @@ def test_eval_scores_prompts_with_intervals_and_paired_comparisons(lpb, day_care
     assert (f"{unreadable} of 2 answers were unreadable to the scorer" in text.output) == (unreadable > 0)
 
 
+def test_eval_says_its_figures_are_accuracy_when_the_scorer_reports_another_fitness(lpb, day_care):
+    description = day_care / "sentiment" / "task_description.json"
+    args = ("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random", "--prompt",
+            "Mood?", "--prompt", "Is it good?", "--items", "all")
+    plain = lpb(*args)
+    assert json.loads(lpb(*args, "--json").output)["measure"] == "" and "accuracy" not in plain.output
+    data = json.loads(description.read_text())
+    data["fitness_scorer"] = {"type": "binary_fbeta", "positive_label": "positive", "negative_label": "negative"}
+    description.write_text(json.dumps(data))
+    report = json.loads(lpb(*args, "--json").output)
+    rows = report["prompts"]
+    assert any(abs(row["fitness"] - row["accuracy"]) > 1e-6 for row in rows)  # F1 is not the share of right answers
+    assert report["measure"] == "accuracy" and report["comparisons"][0]["sentence"].startswith("accuracy ")
+    text = lpb(*args).output.splitlines()
+    assert "  accuracy (share of right answers) with its 95 % interval, then the scorer's fitness, which a breed " \
+           "reports" in text
+    low, high = rows[1]["interval_95"]
+    assert (f"  2. {rows[1]['accuracy']:.3f} [{low:.3f}, {high:.3f}] fitness {rows[1]['fitness']:.3f}  --prompt 2: "
+            "Is it good?") in text
+
+
 def golds(day_care, row) -> list[str]:
     """The gold labels of the items a row of ``lpb eval --json --items all`` was scored on, in order."""
     items = json.loads((day_care / "sentiment" / "fitness_test_suite.json").read_text())
