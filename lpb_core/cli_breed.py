@@ -188,6 +188,11 @@ def _breed(given, **options):
     click.echo(f"Fitness: {fitness_line(summary)}")
     for line in seeds_ahead_on_validation(summary):
         click.echo(f"  {line}")
+    if summary["stopped_because"] == COMPLETED and not summary.get("test_items"):
+        why = "--test-split 0" if not settings.test_split else \
+            f"the suite is too small for --test-split {settings.test_split} to keep one back"
+        click.echo(f"  Not scored on held-out items ({why}): nothing here shows how it does on items it was not "
+                   "chosen on.")
     held_out = summary.get("held_out") or {}
     # Answers the scorer cannot read look like a merely bad prompt without this line (a template whose labels
     # differ from the scorer's makes every answer unreadable).

@@ -272,7 +272,9 @@ def held_out_report(run: RunFiles) -> dict:
         elif summary.get("test_items"):
             why = "this run recorded held-out scores but no per-item outcomes, so they cannot be compared"
         else:
-            why = "the run had no held-out items (--test-split 0)"
+            share = run.settings.get("test_split")
+            why = ("the run had no held-out items (--test-split 0)" if not share else "the run had no held-out items "
+                   f"(its suite is too small for --test-split {share} to keep one back)")
         return {"scored": False, "why": why, "best_fitness": summary.get("best_test_fitness"),
                 "initial_best_fitness": summary.get("initial_best_test_fitness"), "items": summary.get("test_items")}
     variants = block["variants"]

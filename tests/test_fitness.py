@@ -319,3 +319,21 @@ def test_held_out_answers_the_scorer_cannot_read_are_counted_and_said(lpb, day_c
     breeder.write_text(breeder.read_text().replace('ANSWER in ["yes", "no"]', 'ANSWER in ["positive", "negative"]'))
     readable = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0.4")
     assert "unreadable" not in readable.output
+
+
+def test_a_run_without_held_out_items_says_so_and_why(lpb, day_care):
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-split", "0")
+    assert result.exit_code == 0, result.output
+    assert ("  Not scored on held-out items (--test-split 0): nothing here shows how it does on items it was not "
+            "chosen on.") in result.output.splitlines()
+    suite = day_care / "sentiment" / "fitness_test_suite.json"
+    suite.write_text(json.dumps(json.loads(suite.read_text())[:2]))  # 0.2 of 2 items rounds to none
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN)
+    assert "  Not scored on held-out items (the suite is too small for --test-split 0.2 to keep one back)" in \
+        result.output
+    lpb("report", day_care / "sentiment" / "RUN_1")
+    assert "its suite is too small for --test-split 0.2 to keep one back" in \
+        (day_care / "sentiment" / "RUN_1" / "report.md").read_text()
+    held_out = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN[:-2], "--test-split", "0.5")
+    assert held_out.exit_code == 0 and "on 1 held-out items" in held_out.output
+    assert "Not scored on held-out items" not in held_out.output
