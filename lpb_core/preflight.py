@@ -244,3 +244,33 @@ def overlong_items(day_care: DayCare, task: Task, suites, count_tokens, model: s
                                            "or raise max_len in fitness_decoder_options",
                                            files.json_path([index, longest])))
     return problems
+
+
+def repeated_items(day_care: DayCare, task: Task, train: tuple[dict, ...], train_path, held_out: tuple[dict, ...],
+                   held_out_path) -> list[str]:
+    """Warnings for items the fitness template would show the same (the fields it reads): held-out items that
+    are also training items, whose held-out scores are then not held out, and items given twice with different
+    gold labels, one of which is always scored wrong."""
+    fields = [arg for arg in day_care.breeder.templates[FITNESS_TEMPLATE].args if arg != task.gold_field]
+
+    def shown(item: dict) -> str:
+        return repr([item.get(field) for field in fields])
+
+    warnings, first, clashes = [], {}, []
+    for path, items in ((train_path, train), (held_out_path, held_out)):
+        for index, item in enumerate(items):
+            earlier = first.setdefault(shown(item), (path, index, item.get(task.gold_field)))
+            if earlier[:2] != (path, index) and earlier[2] != item.get(task.gold_field):
+                clashes.append(f"{path}: $[{index}] ({item.get(task.gold_field)!r}) is {earlier[0]}: $[{earlier[1]}] "
+                               f"({earlier[2]!r})")
+    if clashes:
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        warnings.append(f"{'; '.join(clashes[:3])}{more}: the same item with another gold label, so one of each "
+                        "pair is always scored wrong")
+    training = {shown(item) for item in train}
+    also = [index for index, item in enumerate(held_out) if shown(item) in training]
+    if also:
+        listed = ", ".join(f"$[{i}]" for i in also[:3]) + (f" and {len(also) - 3} more" if len(also) > 3 else "")
+        warnings.append(f"{held_out_path}: {listed} also in the training items ({train_path}): a held-out score "
+                        "on an item the search was tuned on is not held out")
+    return warnings

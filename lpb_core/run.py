@@ -101,6 +101,7 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     raise_all(problems)
     warnings = [w for role, path in (("train", suite_path), ("held_out", settings.test_suite))
                 for w in preflight.never_right(scorer, suites.get(role, ()), task, path)]
+    warnings += preflight.repeated_items(day_care, task, suite, suite_path, held_out, settings.test_suite)
     warnings += preflight.unread_template_warnings(day_care.breeder, chosen.operators + chosen.post_operators)
     warnings += strategy_warnings
     return Prepared(settings, plugins, day_care, task, suite + held_out, len(held_out), chosen.operators,

@@ -337,3 +337,20 @@ def test_a_run_without_held_out_items_says_so_and_why(lpb, day_care):
     held_out = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN[:-2], "--test-split", "0.5")
     assert held_out.exit_code == 0 and "on 1 held-out items" in held_out.output
     assert "Not scored on held-out items" not in held_out.output
+
+
+def test_held_out_items_that_are_training_items_and_contradicting_duplicates_are_warned_of(lpb, day_care, tmp_path):
+    suite = day_care / "sentiment" / "fitness_test_suite.json"
+    items = json.loads(suite.read_text())
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps([items[1], {"text": "Brand new words.", "gold_sentiment": "positive"}]))
+    result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--test-suite", held_out)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {held_out}: $[0] also in the training items ({suite}): a held-out score on an item the search "
+            "was tuned on is not held out") in result.output
+    assert "same item with another gold label" not in result.output
+    flipped = {"positive": "negative", "negative": "positive"}[items[4]["gold_sentiment"]]
+    suite.write_text(json.dumps(items + [{**items[4], "gold_sentiment": flipped}]))
+    result = lpb("validate", day_care)
+    assert (f"Warning: {suite}: $[{len(items)}] ({flipped!r}) is {suite}: $[4] ({items[4]['gold_sentiment']!r}): the "
+            "same item with another gold label, so one of each pair is always scored wrong") in result.stderr
