@@ -93,13 +93,14 @@ def _plugins(as_json, disable_plugin):
 @option("selection_strategy", help="Selection strategy the breed will use.")
 @option("similarity_filter", help="Near-duplicate filter the breed will use.")
 @option("logger", multiple=True, help="Extra logger the breed will enable (repeatable).")
+@option("test_suite", type=click.Path(path_type=Path), default=None, help="Held-out suite the breed will use.")
 def validate(day_care_dir, task, fitness_test_suite, operators, disable_plugin, selection_strategy, similarity_filter,
-             logger):
+             logger, test_suite):
     """Check a day care folder: every file against its schema, and the files against each other; and the plugins
     and options a breed would use."""
     _validate(day_care_dir or default_day_care(), task, fitness_test_suite, operators, disable_plugin,
               dict(selection_strategy=selection_strategy, similarity_filter=similarity_filter,
-                   loggers=(*DEFAULT_LOGGERS, *logger)))
+                   loggers=(*DEFAULT_LOGGERS, *logger), test_suite=test_suite))
 
 
 @report_errors

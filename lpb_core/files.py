@@ -55,7 +55,8 @@ def missing_file(path: Path | None, option: str) -> InputError | None:
     """The error for a file given with ``option`` that is not there, named by the option; None if it is."""
     if path is None or Path(path).is_file():
         return None
-    return InputError("command line", f"no file at {str(path)!r}", option)
+    return InputError("command line", f"no file at {str(path)!r}{' (a folder is there)' * Path(path).is_dir()}",
+                      option)
 
 
 class DuplicateKey(ValueError):
@@ -144,6 +145,8 @@ def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputE
             kinds = [KINDS.get(k, k) for k in wanted]
             expected = " or ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
             message = f"expected {expected}, got {kind_of(error.instance)}"
+        elif error.validator == "pattern" and error.validator_value == NOT_BLANK:
+            message = "blank: write some text here"
         elif error.validator == "minItems":
             needed = error.validator_value
             message = f"needs at least {needed} item{'s' * (needed != 1)}, has {len(error.instance)}"
@@ -153,6 +156,7 @@ def schema_errors(data: Any, schema_doc: dict, where: Path | str) -> list[InputE
     return errors
 
 
+NOT_BLANK = "\\S"  # the schemas' pattern for a text that must not be blank (jsonschema would print the regex)
 KINDS = {"string": "a string", "object": "an object", "array": "a list", "number": "a number",
          "integer": "an integer", "boolean": "true or false", "null": "null"}
 

@@ -110,6 +110,19 @@ def test_a_task_folder_where_no_run_directory_can_be_made_is_named(lpb, day_care
                           "Permission denied (runs are written inside the task's folder")
 
 
+def test_blank_texts_folders_for_files_and_held_out_suites_are_checked(lpb, day_care, tmp_path):
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(task_description="  \n "))
+    assert_one_line_error(lpb("validate", day_care), "task_description.json: $.task_description: blank: write some "
+                          "text here")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--suite", tmp_path)
+    assert_one_line_error(result, f"--suite: no file at {str(tmp_path)!r} (a folder is there)")
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps([{"txt": "Fine.", "gold_sentiment": "positive"},
+                                    {"text": "Bad.", "gold_sentiment": "negative"}]))
+    edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.update(task_description="Sentiment."))
+    assert_one_line_error(lpb("validate", day_care, "--test-suite", held_out), f"{held_out}: $[0].text: missing")
+
+
 def test_missing_field(lpb, day_care):
     edit_json(day_care / "sentiment" / "task_description.json", lambda d: d.pop("task_description"))
     assert_one_line_error(breed(lpb, day_care), "task_description.json", "$.task_description", "missing")
