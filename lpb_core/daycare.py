@@ -20,7 +20,7 @@ import hjson
 from lpb_core import files
 from lpb_core.decoding import Decoder, parse_decoder
 from lpb_core.errors import InputError, InputErrors, problems_in
-from lpb_core.templates import Template
+from lpb_core.templates import Template, as_plain_text
 
 FITNESS_TEMPLATE = "fitness_test_template"
 INITIAL_TEMPLATE = "initial_prompt_gen"
@@ -246,7 +246,7 @@ def read_suite(path: Path) -> tuple[dict, ...]:
     """A suite file's items, checked against the suite schema (not yet against a task)."""
     items = files.read_json(path)
     files.check(items, "fitness_test_suite", path)
-    return tuple(items)
+    return tuple({key: as_plain_text(value) for key, value in item.items()} for item in items)
 
 
 def readable_items(path: Path) -> tuple[dict, ...]:

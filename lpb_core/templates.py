@@ -9,6 +9,16 @@ from pathlib import Path
 import attrs
 import lmql
 
+# LMQL writes a chat role tag ({:user}) into the prompt as "<lmql:user/>" and splits turns there; the same text in
+# an item would open a turn of its own. A zero-width space after "<" keeps it text (and looks the same).
+ROLE_TAG_START = "<lmql:"
+
+
+def as_plain_text(value):
+    """``value`` with any LMQL role-tag text made inert, so data cannot start a chat turn."""
+    return value.replace(ROLE_TAG_START, "<\u200blmql:") if isinstance(value, str) else value
+
+
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)")
 # A variable the model writes: "[ANSWER]", "[N: int]", "[@fn X]" in a prompt string; not x[i] in code.
 _HOLE = re.compile(r"(?<![\w\])])\[(?:@[\w.]+\s+)?([A-Za-z_]\w*)(?:\s*:[^\]]*)?\]")
