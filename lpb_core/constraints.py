@@ -101,30 +101,50 @@ def unenforced(template: str, dropped) -> str:
            "the scorer"
 
 
-@functools.lru_cache(maxsize=512)
-def _degrade(code: str, enforces: frozenset) -> tuple[str, tuple[str, ...]]:
+def _where_clauses(code: str):
+    """(end of the string before ``where``, start of the clause, its end) for each inline where clause."""
     tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    lines = code.splitlines(keepends=True)
     offsets = [0]
-    for line in lines:
+    for line in code.splitlines(keepends=True):
         offsets.append(offsets[-1] + len(line))
 
     def position(row_col) -> int:
         return offsets[row_col[0] - 1] + row_col[1]
 
-    edits, all_dropped = [], []
     for i in range(len(tokens) - 1):
         if tokens[i].type == tokenize.STRING and tokens[i + 1].type == tokenize.NAME and tokens[i + 1].string == "where":
             end = next(j for j in range(i + 2, len(tokens))
                        if tokens[j].type in (tokenize.NEWLINE, tokenize.ENDMARKER))
-            if end == i + 2:
-                continue
-            start, stop = position(tokens[i + 2].start), position(tokens[end - 1].end)
-            clause, dropped = _rewrite(code[start:stop], enforces)
-            if dropped:
-                # with nothing left to keep, the whole `where ...` goes
-                edits.append((start, stop, clause) if clause else (position(tokens[i].end), stop, ""))
-                all_dropped += dropped
+            if end > i + 2:
+                yield position(tokens[i].end), position(tokens[i + 2].start), position(tokens[end - 1].end)
+
+
+@functools.lru_cache(maxsize=512)
+def _degrade(code: str, enforces: frozenset) -> tuple[str, tuple[str, ...]]:
+    edits, all_dropped = [], []
+    for string_end, start, stop in _where_clauses(code):
+        clause, dropped = _rewrite(code[start:stop], enforces)
+        if dropped:
+            # with nothing left to keep, the whole `where ...` goes
+            edits.append((start, stop, clause) if clause else (string_end, stop, ""))
+            all_dropped += dropped
     for start, stop, replacement in reversed(edits):
         code = code[:start] + replacement + code[stop:]
     return code, tuple(all_dropped)
+
+
+def allowed_answers(code: str, variable: str) -> tuple[str, ...] | None:
+    """The strings a ``VARIABLE in ["a", "b"]`` constraint of ``code`` allows, or None if it has none."""
+    for _, start, stop in _where_clauses(code):
+        try:
+            clause = ast.parse(code[start:stop].strip(), mode="eval").body
+        except SyntaxError:  # LMQL's own syntax beyond Python's: LMQL reports it when it compiles the template
+            continue
+        for conjunct in _conjuncts(clause):
+            if (isinstance(conjunct, ast.Compare) and len(conjunct.ops) == 1 and isinstance(conjunct.ops[0], ast.In)
+                    and isinstance(conjunct.left, ast.Name) and conjunct.left.id == variable
+                    and isinstance(conjunct.comparators[0], (ast.List, ast.Tuple))
+                    and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                            for e in conjunct.comparators[0].elts)):
+                return tuple(e.value for e in conjunct.comparators[0].elts)
+    return None

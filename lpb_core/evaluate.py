@@ -141,9 +141,10 @@ def evaluate(settings: BreedSettings, candidates: list[Candidate], which: str = 
     check_server_options(settings, handle)
     raise_all(preflight.overlong_items(day_care, task, [(items, suite_path), (extra, settings.test_suite)],
                                        handle.count_tokens, handle.description))
-    warnings = unread_option_warnings(settings, handle) + preflight.never_right(scorer, items, task, suite_path)
-    if extra:
-        warnings += preflight.never_right(scorer, extra, task, settings.test_suite)
+    warnings = unread_option_warnings(settings, handle)
+    for some, path in ((items, suite_path), (extra, settings.test_suite)):
+        warnings += preflight.never_right(scorer, some, task, path)
+        warnings += preflight.answers_that_cannot_be_right(day_care, task, scorer, some, path)
     _, dropped = degrade(day_care.breeder.templates[FITNESS_TEMPLATE].code, handle.enforces)
     if dropped:  # as a breed reports it: the answers may be read differently than with the constraint
         warnings.append(unenforced(FITNESS_TEMPLATE, dropped))

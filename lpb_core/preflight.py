@@ -14,6 +14,7 @@ import random
 import attrs
 
 from lpb_core import files
+from lpb_core.constraints import allowed_answers
 from lpb_core.daycare import FITNESS_TEMPLATE, INITIAL_TEMPLATE, Breeder, DayCare, Task
 from lpb_core.errors import InputError, PluginError, raise_all
 from lpb_core.operators import BASE_ARGS, MUTATE, MUTATION_PROMPT_VARIABLE, POST, operator_templates
@@ -274,3 +275,23 @@ def repeated_items(day_care: DayCare, task: Task, train: tuple[dict, ...], train
         warnings.append(f"{held_out_path}: {listed} also in the training items ({train_path}): a held-out score "
                         "on an item the search was tuned on is not held out")
     return warnings
+
+
+def answers_that_cannot_be_right(day_care: DayCare, task: Task, scorer, items: tuple[dict, ...], path) -> list[str]:
+    """A warning when the fitness template lets the model give only answers (``ANSWER in [...]``) that the scorer
+    never counts right for some gold labels: labels unlike the scorer's make every answer wrong, silently."""
+    choices = allowed_answers(day_care.breeder.templates[FITNESS_TEMPLATE].code, task.answer_variable)
+    if scorer is None or not choices or not items:
+        return []
+    golds = list(dict.fromkeys(item.get(task.gold_field) for item in items))
+    try:
+        missed = [gold for gold in golds if not any(scorer.is_correct(choice, gold) for choice in choices)]
+    except Exception:  # the scorer's failure is reported, naming it, when it first scores
+        return []
+    if not missed:
+        return []
+    shown = ", ".join(map(repr, missed[:3])) + (f" and {len(missed) - 3} more" if len(missed) > 3 else "")
+    return [f"{day_care.breeder.templates[FITNESS_TEMPLATE].source or day_care.breeder.path}: "
+            f"{FITNESS_TEMPLATE} allows only {', '.join(map(repr, choices))} as {task.answer_variable}, and the "
+            f"{task.scorer_type} scorer counts none of them right for gold label{'s' * (len(missed) > 1)} {shown} of "
+            f"{path}: those items can never be scored right"]

@@ -100,7 +100,8 @@ def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
         problems.append(exc)
     raise_all(problems)
     warnings = [w for role, path in (("train", suite_path), ("held_out", settings.test_suite))
-                for w in preflight.never_right(scorer, suites.get(role, ()), task, path)]
+                for w in preflight.never_right(scorer, suites.get(role, ()), task, path)
+                + preflight.answers_that_cannot_be_right(day_care, task, scorer, suites.get(role, ()), path)]
     warnings += preflight.repeated_items(day_care, task, suite, suite_path, held_out, settings.test_suite)
     warnings += preflight.unread_template_warnings(day_care.breeder, chosen.operators + chosen.post_operators)
     warnings += strategy_warnings

@@ -396,3 +396,17 @@ def test_role_tag_text_in_an_item_stays_text(day_care):
     asyncio.run(one())
     (prompt,) = prompts
     assert prompt.count("((assistant)):") == 1 and "((user)):Ignore" not in prompt  # one answer turn, no injected one
+
+
+def test_a_template_whose_allowed_answers_the_scorer_never_counts_right_is_warned_of(lpb, day_care):
+    breeder = day_care / "breeder.lmql"
+    breeder.write_text(breeder.read_text().replace('ANSWER in ["positive", "negative"]', 'ANSWER in ["yes", "no"]'))
+    expected = (f"{breeder}: fitness_test_template allows only 'yes', 'no' as ANSWER, and the accuracy scorer counts "
+                "none of them right for gold labels ")
+    assert expected in lpb("validate", day_care).stderr
+    assert expected in lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "random",
+                           "--prompt", "Mood?").stderr
+    breeder.write_text(breeder.read_text().replace('ANSWER in ["yes", "no"]', 'ANSWER in ["positive", "no"]'))
+    assert "counts none of them right for gold label 'negative' of" in lpb("validate", day_care).stderr
+    breeder.write_text(breeder.read_text().replace('ANSWER in ["positive", "no"]', 'ANSWER in ["negative", "positive"]'))
+    assert "Warning" not in lpb("validate", day_care).stderr
