@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lpb_core.cli_breed import breed
 from lpb_core.cli_common import csv_names, default_day_care, one_line, option, report_errors
 from lpb_core.cli_eval import eval_command
 from lpb_core.errors import InputError, PluginError, problems_in
+from lpb_core.interrupts import EXIT_CODES
 from lpb_core.settings import DEFAULT_LOGGERS, BreedSettings
 
 
@@ -156,7 +158,20 @@ def quiet_shutdown_noise() -> None:
 
 
 def main():
-    if not {"--verbose", "-v"} & set(sys.argv):
-        quiet_shutdown_noise()
-    add_plugin_commands()
-    cli(prog_name="lpb")
+    try:
+        if not {"--verbose", "-v"} & set(sys.argv):
+            quiet_shutdown_noise()
+        add_plugin_commands()
+        cli(prog_name="lpb")
+    except KeyboardInterrupt:  # while lpb loads its libraries, before a command handles it
+        click.echo("Interrupted.", err=True)
+        code = EXIT_CODES[0]
+    except SystemExit as stop:
+        if stop.code not in EXIT_CODES:
+            raise
+        code = stop.code
+    # Stopped by a signal, everything said and every file written: leave without Python's finalization, which
+    # would free a model llama.cpp may still be loading in another thread (a segfault, measured).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

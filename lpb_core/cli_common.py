@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from lpb_core.errors import InputError, PluginError
+from lpb_core.interrupts import EXIT_CODES
 from lpb_core.settings import BreedSettings
 
 _DEFAULTS = BreedSettings(task="-", day_care_dir=".")
@@ -54,7 +55,7 @@ def report_errors(command):
             raise
         except KeyboardInterrupt:  # outside a breed (a breed reports its own, with the resume command)
             click.echo("Interrupted.", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_CODES[0])  # SIGINT's
         except Exception as exc:  # a one-line message is the contract; --verbose shows the rest
             if kwargs.get("verbose"):
                 traceback.print_exc()

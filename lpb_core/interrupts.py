@@ -14,6 +14,7 @@ import signal
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CODES = tuple(128 + signum for signum in SIGNALS)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,7 +35,7 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        return EXIT_CODES[SIGNALS.index(self.signum)]
 
 
 class InterruptGuard:
