@@ -149,7 +149,8 @@ class QueryResult:
     prompt: str  # the whole interaction as the model saw and wrote it
 
 
-SERVER_OPTIONS = {"api_base": "--api-base", "tokenizer": "--tokenizer"}
+SERVER_OPTIONS = {"api_base": "--api-base", "tokenizer": "--tokenizer"}  # a model served over HTTP
+LMTP_OPTIONS = {"endpoints": "--endpoint"}  # a GGUF model served by lpb serve
 IN_PROCESS_OPTIONS = {"n_threads": "--n-threads", "server_batch_size": "--server-batch-size"}
 
 
@@ -161,10 +162,11 @@ def _unread(settings, options: dict, handles) -> list[tuple[str, str]]:
 
 
 def check_server_options(settings, *handles: ModelHandle) -> None:
-    """An InputError for --api-base or --tokenizer given to a run whose models all ignore it."""
-    for option, models in _unread(settings, SERVER_OPTIONS, handles):
-        raise InputError("command line", f"no model of this run reads it ({models}); a model served over HTTP "
-                         "is given as openai/<name>", option)
+    """An InputError for --api-base, --tokenizer or --endpoint given to a run whose models all ignore it."""
+    for options, hint in ((SERVER_OPTIONS, "a model served over HTTP is given as openai/<name>"),
+                          (LMTP_OPTIONS, "--endpoint is for a GGUF model (or smollm2) served by lpb serve")):
+        for option, models in _unread(settings, options, handles):
+            raise InputError("command line", f"no model of this run reads it ({models}); {hint}", option)
 
 
 def unread_option_warnings(settings, *handles: ModelHandle) -> list[str]:

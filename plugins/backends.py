@@ -16,7 +16,7 @@ from lmql.runtime.bopenai.openai_api import OpenAIStreamError
 from lpb_core.constraints import ENFORCED_BY_STOPPING
 from lpb_core.errors import InputError
 from lpb_core.hookspecs import hookimpl
-from lpb_core.llm import IN_PROCESS_OPTIONS, SERVER_OPTIONS, ModelHandle
+from lpb_core.llm import IN_PROCESS_OPTIONS, LMTP_OPTIONS, SERVER_OPTIONS, ModelHandle
 from lpb_core.retry import CallFailed, RetryPolicy
 from lpb_plugins.llama_cpp.lmql_model import load_model
 from lpb_plugins.llama_cpp.lmql_patches import (install_bopenai_loop_fix, install_fast_token_set_eq, mark_chat_model,
@@ -192,7 +192,7 @@ class LlamaCppBackend:
             # a server that goes away mid-query leaves LMQL's LMTP client waiting: bound each query
             return ModelHandle(description=f"{model_name} (llama.cpp over LMTP at {', '.join(settings.endpoints)})",
                                models=models, count_tokens=_counter(models[0]), identity=identity,
-                               query_timeout=settings.request_timeout)
+                               query_timeout=settings.request_timeout, reads_options=tuple(LMTP_OPTIONS))
         try:
             # sequences decoded together: --server-batch-size, else one for every query the user runs at once
             # (--is-async --client-batch-size), else the engine's default; queries beyond them wait for a free one

@@ -449,6 +449,10 @@ def test_server_options_without_a_served_model_are_refused(lpb, day_care):
     result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
                  "random", "--tokenizer", "smollm2")
     assert_one_line_error(result, "--tokenizer: no model of this run reads it")
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "random", "--endpoint", "127.0.0.1:9")
+    assert_one_line_error(result, "--endpoint: no model of this run reads it (random (seed 0)); --endpoint is for a "
+                          "GGUF model (or smollm2) served by lpb serve")
 
 
 def test_in_process_model_options_without_such_a_model_are_a_warning(lpb, day_care):
