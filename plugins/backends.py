@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import lmql
@@ -126,6 +128,8 @@ class OpenAIBackend:
         except (ValueError, RuntimeError, NotImplementedError) as exc:
             raise InputError("command line", str(exc), "--tokenizer") from None
         if tokenizer is None:  # nothing to tokenize with here: chat messages, as to OpenAI's chat models
+            # LMQL's chat client retries a server that is not there for minutes, then fails each query: look first
+            _check_answers(api_base)
             mark_chat_model(served)
             # LMQL's client needs some tokenizer to count with; GPT-2's stands in (token counts are estimates),
             # in LMQL's pure-Python version, which it warns of: chosen here, so not the user's concern
@@ -153,6 +157,17 @@ class OpenAIBackend:
                            count_tokens=_counter(model), close=model.aclose, seeded_sampling=True,
                            enforces=None if model.honours_logit_bias else ENFORCED_BY_STOPPING,
                            identity=f"openai/{served} ({identifier})", reads_options=tuple(SERVER_OPTIONS))
+
+
+def _check_answers(api_base: str, timeout: float = 5.0) -> None:
+    """An InputError naming --api-base unless something accepts connections at its host and port."""
+    url = urlsplit(api_base)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname or "", port), timeout).close()
+    except (OSError, ValueError) as exc:  # refused, no such host, a port that is not a number
+        raise InputError("command line", f"nothing answers at {api_base} ({getattr(exc, 'strerror', None) or exc}): "
+                         "is the server running, on that port?", "--api-base") from None
 
 
 class LlamaCppBackend:

@@ -455,6 +455,17 @@ def test_server_options_without_a_served_model_are_refused(lpb, day_care):
                           "GGUF model (or smollm2) served by lpb serve")
 
 
+def test_a_chat_server_that_is_not_there_is_named_at_once(lpb, day_care):
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--prompt", "x", "--model-name-or-path",
+                 "openai/my-model", "--api-base", f"http://127.0.0.1:{port}/v1")
+    assert_one_line_error(result, f"--api-base: nothing answers at http://127.0.0.1:{port}/v1 (Connection refused)")
+
+
 def test_in_process_model_options_without_such_a_model_are_a_warning(lpb, day_care):
     # the random model runs no llama.cpp: threads and sequences decoded together would silently do nothing
     result = breed(lpb, day_care, "--server-batch-size", "3", "--n-threads", "1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import threading
 
 import pytest
 
@@ -69,15 +70,25 @@ def test_a_server_that_stays_down_ends_the_breed_resumably(lpb, day_care, server
 def test_an_eval_whose_every_call_fails_ends_with_one_line_not_a_score(lpb, day_care, monkeypatch):
     """Fewer calls than the run of failures that stops a breed: without this, a server that is down scored 0.000."""
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
     suite = day_care / "two.json"
     suite.write_text(json.dumps([{"text": "Great!", "gold_sentiment": "positive"},
                                  {"text": "Awful.", "gold_sentiment": "negative"}]))
-    result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/model",
-                 "--api-base", f"http://127.0.0.1:{port}/v1", "--prompt", "Positive or negative?", "--suite", suite,
-                 "--max-retries", "0", "--request-timeout", "2")
+    with socket.socket() as rude:  # a server that takes each connection and closes it at once
+        rude.bind(("127.0.0.1", 0))
+        rude.listen(8)
+        port = rude.getsockname()[1]
+
+        def hang_up():
+            while True:
+                try:
+                    rude.accept()[0].close()
+                except OSError:  # the socket closed: the test is over
+                    return
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        result = lpb("eval", "--day-care-dir", day_care, "--task", "sentiment", "--model-name-or-path", "openai/model",
+                     "--api-base", f"http://127.0.0.1:{port}/v1", "--prompt", "Positive or negative?", "--suite",
+                     suite, "--max-retries", "0", "--request-timeout", "2")
     assert result.exit_code == 1
     # beside the progress and the warnings said before scoring (a chat model cannot enforce the label constraint)
     [line] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
