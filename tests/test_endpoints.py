@@ -270,3 +270,20 @@ def test_a_server_that_goes_away_mid_query_fails_the_query_at_once_without_a_tra
         assert "File " not in capfd.readouterr().err
     finally:
         server.stop()
+
+
+def test_serve_names_the_option_of_what_it_cannot_do(lpb, tmp_path):
+    import socket
+
+    assert lpb("serve", "--model", tmp_path / "nope.gguf").output.strip() == \
+        f"Error: --model: no GGUF file at {tmp_path / 'nope.gguf'}"
+    assert lpb("serve", "--cpus", "0,x").output.strip() == \
+        "Error: --cpus: '0,x' is not a comma-separated list of core numbers"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = lpb("serve", "--port", port, "--quiet")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: --host/--port (127.0.0.1:{port}): ") and "in use" in result.output
+    assert len(result.output.strip().splitlines()) == 1
