@@ -219,3 +219,16 @@ def test_is_async_keeps_several_requests_in_flight(lpb, day_care, server, monkey
                  "--client-batch-size", "4", "--api-base", server.api_base)
     assert result.exit_code == 0, result.output
     assert 2 <= server.max_in_flight() <= 4
+
+
+def test_lmqls_cache_warning_for_a_failed_stream_is_not_shown_beside_the_querys_own_error():
+    import warnings
+
+    from lmql.runtime.dclib.dclib_cache import CacheWarning
+
+    from lpb_plugins.llama_cpp.lmql_patches import fail_queries_when_lmtp_server_goes
+
+    fail_queries_when_lmtp_server_goes()  # what opening an lpb serve model installs
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.warn("CachedDcModel: underlying model raised an exception", category=CacheWarning)
+    assert not shown

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["fail_queries_when_lmtp_server_goes", "install_fast_token_set_eq", "keep_role_tags", "reserve_role_tag_ids",
@@ -209,4 +211,9 @@ def fail_queries_when_lmtp_server_goes() -> None:
 
     lmtp_client.LMTPWebSocketClient.connect = connect
     lmtp_dcmodel.traceback = types.SimpleNamespace(print_tb=lambda tb: None)
+    # LMQL's query cache warns, with a stack line, of each stream that ended in that error: the query's own
+    # failure says it once
+    from lmql.runtime.dclib.dclib_cache import CacheWarning
+
+    warnings.filterwarnings("ignore", category=CacheWarning)
     _lmtp_losses_handled = True
