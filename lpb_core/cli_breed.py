@@ -10,7 +10,7 @@ import attrs
 import click
 
 from lpb_core.cli_common import csv_names, default_day_care, option, report_errors
-from lpb_core.errors import BreedError, RunFailed
+from lpb_core.errors import BreedError, BudgetTooSmall, RunFailed
 from lpb_core.interrupts import Interrupted
 from lpb_core.settings import DEFAULT_LOGGERS, FINALS_ITEMS, MIN_VALIDATION_ITEMS, BreedSettings
 from lpb_core.units import COMPLETED, SEED
@@ -174,8 +174,12 @@ def _breed(given, **options):
             raise
         if getattr(failed.cause, "hook", None) == "lpb_run_finished":  # summary.json is written: nothing to resume
             raise BreedError(f"{failed.reason}; the run itself finished: {failed.run_dir}") from failed
-        resume = resume_command(attrs.evolve(settings, continue_run_number=failed.run_number))
-        raise BreedError(f"{failed.reason}; the run is saved: resume with {resume}") from failed
+        resumed = attrs.evolve(settings, continue_run_number=failed.run_number)
+        if isinstance(failed.cause, BudgetTooSmall):  # the same budget would stop it at the same place
+            resume = resume_command(attrs.evolve(resumed, max_llm_calls=None, max_tokens=None, max_cost=None))
+            raise BreedError(f"{failed.reason}; the run is saved: resume with a larger budget (or none), "
+                             f"{resume}") from failed
+        raise BreedError(f"{failed.reason}; the run is saved: resume with {resume_command(resumed)}") from failed
     if "console" not in settings.loggers:  # --quiet drops the progress, not what may be wrong with the data
         from lpb_core.rundir import RunDirectory
 

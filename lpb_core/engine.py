@@ -14,7 +14,7 @@ from typing import Callable
 import attrs
 
 from lpb_core.daycare import INITIAL_TEMPLATE
-from lpb_core.errors import BreedError, ModelError, PluginFailure
+from lpb_core.errors import BreedError, BudgetTooSmall, ModelError, PluginFailure
 from lpb_core.events import GenerationFinished, MutationApplied, UnitEvaluated
 from lpb_core.fitness import FitnessTest, Minibatch, evaluate_each
 from lpb_core.llm import BudgetExhausted, LanguageModel, run_all
@@ -56,8 +56,8 @@ class Breeder:
             raise
         except BudgetExhausted as exhausted:
             if record is None:
-                raise BreedError(f"the budget ran out before the initial population was scored: {exhausted.reason}; "
-                                 "raise it and resume with --continue-run-number") from None
+                raise BudgetTooSmall(f"the budget ran out before the initial population was scored: "
+                                     f"{exhausted.reason}") from None
             return record, f"budget: {exhausted.reason}"
         return record, COMPLETED
 

@@ -67,6 +67,11 @@ class BreedError(Exception):
     """A failure while breeding that is not the user's input."""
 
 
+class BudgetTooSmall(BreedError):
+    """The budget ran out before the initial population was scored: no generation to stop after, so the run
+    goes on only with a larger budget."""
+
+
 class ModelError(BreedError):
     """The model (or the server or API behind it) failed a query."""
 

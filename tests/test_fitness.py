@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shlex
 
 import pytest
 
@@ -163,7 +164,14 @@ def test_token_budget(lpb, day_care):
 def test_a_budget_too_small_for_the_first_generation_is_a_clear_error(lpb, day_care):
     result = lpb("breed", "--day-care-dir", day_care, *QUICK_RUN, "--max-llm-calls", "3")
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith("Error: the budget ran out before the initial population")
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: the budget ran out before the initial population was scored: max_llm_calls (3) "
+                           "reached; the run is saved: resume with a larger budget (or none), lpb breed ")
+    # the printed command, run as it is, goes on (the same budget would stop it at the same place again)
+    command = shlex.split(line.split("(or none), ")[1])
+    assert "--max-llm-calls" not in command and command[-2:] == ["--continue-run-number", "0"]
+    resumed = lpb(*command[1:])
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_unreadable_answers_are_scored_wrong_and_counted(day_care):
