@@ -172,9 +172,9 @@ def check_server_options(settings, *handles: ModelHandle) -> None:
 def unread_option_warnings(settings, *handles: ModelHandle) -> list[str]:
     """One line for each in-process model option (threads, sequences decoded together) that no model of the run
     reads: a served model's are set where it is served (lpb serve takes the same options)."""
-    return [f"{option} has no effect on {models}: it is for a model llama.cpp runs in this process (lpb serve "
-            f"takes {option} for the models it serves)" for option, models in _unread(settings, IN_PROCESS_OPTIONS,
-                                                                                      handles)]
+    return [f"{option} has no effect on {models}: it is for a model llama.cpp runs in this process (a served "
+            f"model's is set where it is served, e.g. lpb serve {option})"
+            for option, models in _unread(settings, IN_PROCESS_OPTIONS, handles)]
 
 
 def open_model(backends, spec: str, settings, option: str = "--model-name-or-path") -> ModelHandle:
@@ -196,7 +196,9 @@ def open_model(backends, spec: str, settings, option: str = "--model-name-or-pat
                              "capped; use --max-tokens or --max-llm-calls", "--max-cost")
         return handle
     known = ", ".join(backends.names()) or "none"
-    raise InputError("command line", f"no model backend accepts {spec!r} (backends: {known})", option)
+    served = f"; a model of the --api-base server is given as openai/{spec}" if getattr(settings, "api_base", None) \
+        else ""
+    raise InputError("command line", f"no model backend accepts {spec!r} (backends: {known}){served}", option)
 
 
 class LanguageModel:

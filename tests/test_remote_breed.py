@@ -157,7 +157,16 @@ def test_a_wrong_tokenizer_option_is_an_input_error(lpb, day_care, server, tmp_p
     result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0", "--api-base",
                  server.api_base, "--tokenizer", tmp_path / "nothing.gguf")
     assert result.exit_code == 2
+    assert f"--tokenizer: {tmp_path / 'nothing.gguf'}: no such file or folder" in result.output
+    (tmp_path / "notes.txt").write_text("not a tokenizer")
+    result = lpb("breed", "--day-care-dir", day_care, *BREED, "--evolution-generations", "0", "--api-base",
+                 server.api_base, "--tokenizer", tmp_path / "notes.txt")
+    assert result.exit_code == 2
     assert "--tokenizer" in result.output and "neither a .gguf file" in result.output
+    result = lpb("breed", "--day-care-dir", day_care, *BREED[2:], "--model-name-or-path", "smollm3", "--api-base",
+                 server.api_base)
+    assert "no model backend accepts 'smollm3' (backends: llama.cpp, openai, random); a model of the --api-base " \
+           "server is given as openai/smollm3" in result.output
 
 
 def test_a_server_without_a_known_tokenizer_gets_chat_messages_and_unenforced_constraints_are_reported(

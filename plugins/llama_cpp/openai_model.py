@@ -46,6 +46,8 @@ def served_tokenizer(tokenizer: Optional[str], model_name: str):
     tells. Raises ValueError for a ``tokenizer`` that is none of the above."""
     found = _tokenizer_at(tokenizer) if tokenizer else _tokenizer_at(model_name)
     if found is None:
+        if tokenizer and not pathlib.Path(tokenizer).expanduser().exists() and tokenizer != EMBEDDED_NAME:
+            raise ValueError(f"{tokenizer}: no such file or folder")
         if tokenizer:
             raise ValueError(f"{tokenizer}: neither a .gguf file, nor a folder with tokenizer.json, nor {EMBEDDED_NAME}")
         return None
