@@ -190,6 +190,11 @@ def fail_queries_when_lmtp_server_goes() -> None:
     which LMQL raises to the query with its message anyway, is not printed. Idempotent.
     """
     global _lmtp_losses_handled
+    # LMQL's query cache warns, with a stack line, of each stream that ended in that error: the query's own failure
+    # says it once. (Installed on every call: a warnings filter can be reset, as tests do, where the patches stay.)
+    from lmql.runtime.dclib.dclib_cache import CacheWarning
+
+    warnings.filterwarnings("ignore", category=CacheWarning)
     if _lmtp_losses_handled:
         return
     import types
@@ -211,9 +216,4 @@ def fail_queries_when_lmtp_server_goes() -> None:
 
     lmtp_client.LMTPWebSocketClient.connect = connect
     lmtp_dcmodel.traceback = types.SimpleNamespace(print_tb=lambda tb: None)
-    # LMQL's query cache warns, with a stack line, of each stream that ended in that error: the query's own
-    # failure says it once
-    from lmql.runtime.dclib.dclib_cache import CacheWarning
-
-    warnings.filterwarnings("ignore", category=CacheWarning)
     _lmtp_losses_handled = True
