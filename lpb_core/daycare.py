@@ -90,6 +90,14 @@ class DayCare:
                              "--task")
         return self.tasks[name]
 
+    def item_fields(self, task: Task) -> tuple[str, ...]:
+        """The suite fields the fitness template shows the model: its arguments that are no prompt field, no
+        built-in argument and not the gold label."""
+        provided = set(self.breeder.prompt_fields) | FITNESS_BUILTIN_ARGS | {task.gold_field}
+        if task.fixed_system_prompt is not None:
+            provided.add("system_prompt")
+        return tuple(arg for arg in self.breeder.templates[FITNESS_TEMPLATE].args if arg not in provided)
+
     def task_names(self) -> list[str]:
         """Every task folder, loadable or not."""
         return sorted({*self.tasks, *self.broken_tasks})
@@ -300,12 +308,10 @@ def cross_check(day_care: DayCare, task: Task, suites: list[tuple[tuple[dict, ..
             fitness.source or breeder.path, f"writes no {task.answer_variable}, the variable the scorer reads "
             f"(answer_variable of {task.folder.name}/task_description.json; variables it writes: {written})",
             files.json_path([FITNESS_TEMPLATE])))
-    provided = set(breeder.prompt_fields) | FITNESS_BUILTIN_ARGS
-    if task.fixed_system_prompt is not None:
-        provided.add("system_prompt")
+    from_items = day_care.item_fields(task)
     suites = [(items, path) for items, path in suites if items]
     for index, arg in enumerate(fitness.args):
-        if arg in provided or not suites:
+        if arg not in from_items or not suites:
             continue
         if not any(arg in item for items, _ in suites for item in items):
             names = " or ".join(path.name for _, path in suites)

@@ -141,8 +141,8 @@ class FitnessTest:
     def question_text(self, item: dict) -> str:
         """The item as the fitness template shows it, field by field: only the fields it reads, so that a suite's
         other fields (an annotator's note, an id, the gold label) never reach a few-shot example."""
-        shown = self.day_care.breeder.templates[FITNESS_TEMPLATE].args
-        return "\n".join(f"{k}: {v}" for k, v in item.items() if k in shown and k != self.task.gold_field)
+        shown = self.day_care.item_fields(self.task)
+        return "\n".join(f"{k}: {v}" for k, v in item.items() if k in shown)
 
     def constant_answer(self, indices: tuple[int, ...]) -> ConstantAnswer | None:
         """The best fixed answer on these items, scored as a unit's answers are; None unless the gold answers

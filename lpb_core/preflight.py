@@ -233,8 +233,7 @@ def day_care_problems(day_care: DayCare) -> list[InputError]:
 def overlong_items(day_care: DayCare, task: Task, suites, count_tokens, model: str) -> list[InputError]:
     """Items whose text alone is more tokens than a fitness query may hold (the fitness decoder's max_len): LMQL
     would refuse every query on them, mid-run. ``suites``: (items, the file they came from)."""
-    fields = [arg for arg in day_care.breeder.templates[FITNESS_TEMPLATE].args if arg != task.gold_field]
-    limit, problems = task.fitness_decoder.max_len, []
+    fields, limit, problems = day_care.item_fields(task), task.fitness_decoder.max_len, []
     for items, path in suites:
         for index, item in enumerate(items):
             sizes = {field: count_tokens(str(item[field])) for field in fields if field in item}
@@ -252,7 +251,7 @@ def repeated_items(day_care: DayCare, task: Task, train: tuple[dict, ...], train
     """Warnings for items the fitness template would show the same (the fields it reads): held-out items that
     are also training items, whose held-out scores are then not held out, and items given twice with different
     gold labels, one of which is always scored wrong."""
-    fields = [arg for arg in day_care.breeder.templates[FITNESS_TEMPLATE].args if arg != task.gold_field]
+    fields = day_care.item_fields(task)
 
     def shown(item: dict) -> str:
         return repr([item.get(field) for field in fields])

@@ -48,6 +48,12 @@ class Prepared:
     scorer: object = None  # the task's fitness scorer, built from its parameters
     warnings: tuple = ()  # what is suspicious but not wrong (gold labels no answer can match), one line each
 
+    def suites(self) -> list[tuple[tuple, object]]:
+        """The training items and the --test-suite items (maybe none), each with the file they came from."""
+        train = len(self.suite) - self.held_out
+        return [(self.suite[:train], self.settings.fitness_test_suite or self.task.suite_path),
+                (self.suite[train:], self.settings.test_suite)]
+
 
 def prepare(settings: BreedSettings, extra_plugins=()) -> Prepared:
     """Load plugins, the day care and the suite, check them against each other and compile every template;
@@ -240,12 +246,8 @@ def breed(settings: BreedSettings, extra_plugins=()) -> dict:
                 run = RunDirectory.existing(task_folder, settings.continue_run_number)  # locked from here on
                 check_resumable(run, settings)
             models = Models.open(prepared)
-            train_count = len(prepared.suite) - prepared.held_out
-            raise_all(preflight.overlong_items(
-                prepared.day_care, prepared.task,
-                [(prepared.suite[:train_count], settings.fitness_test_suite or prepared.task.suite_path),
-                 (prepared.suite[train_count:], settings.test_suite)],
-                models.task.count_tokens, models.task.description))
+            raise_all(preflight.overlong_items(prepared.day_care, prepared.task, prepared.suites(),
+                                               models.task.count_tokens, models.task.description))
             guard.checkpoint()
             config = make_config(prepared, models)  # compiles degraded templates: an input error comes before the folder
             run = run or RunDirectory.create(task_folder, debug=settings.debug_mode)
