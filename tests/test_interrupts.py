@@ -126,8 +126,11 @@ def test_ctrl_c_while_the_model_loads_exits_130_not_a_segfault():
     # Python's finalization used to free the model under llama.cpp's loading thread: exit -11 (measured 4 of 4
     # times with the signal 2.5 to 3.5 s after the start). The signal is sent just after llama.cpp's engine thread
     # starts (the process's fourth thread, after numpy's and LMQL's).
+    # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt for it
     process = subprocess.Popen([sys.executable, "-m", "lpb_core", "eval", "--task", "sentiment", "--prompt", "Mood?"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while len(os.listdir(f"/proc/{process.pid}/task")) < 4:
         assert process.poll() is None and time.time() < deadline, process.communicate()
