@@ -72,6 +72,12 @@ def unread_template_warnings(breeder: Breeder, operators) -> list[str]:
     return warnings
 
 
+def first_few(texts: list[str], joiner: str = ", ", shown: int = 3) -> str:
+    """The first ``shown`` of ``texts`` joined, and how many more there are: a warning names examples, not all."""
+    more = f" and {len(texts) - shown} more" if len(texts) > shown else ""
+    return joiner.join(texts[:shown]) + more
+
+
 def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:
     """A warning if some items' gold labels are not scored right even when given as the answer itself: those
     items can never count (a misspelt label, or one outside the scorer's labels). Not an error. When no gold
@@ -89,9 +95,8 @@ def never_right(scorer, items: tuple[dict, ...], task: Task, path) -> list[str]:
             return []
     if not bad or (len(bad) == len(items) and not getattr(scorer, "labels", None)):
         return []
-    shown = ", ".join(f"$[{i}].{task.gold_field} = {items[i].get(task.gold_field)!r}" for i in bad[:3])
-    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-    return [f"{path}: {shown}{more}: the {task.scorer_type} scorer does not count this gold label right even as "
+    shown = first_few([f"$[{i}].{task.gold_field} = {items[i].get(task.gold_field)!r}" for i in bad])
+    return [f"{path}: {shown}: the {task.scorer_type} scorer does not count this gold label right even as "
             f"the answer itself, so {'this item' if len(bad) == 1 else f'these {len(bad)} items'} can never be "
             "scored right"]
 
@@ -264,14 +269,12 @@ def repeated_items(day_care: DayCare, task: Task, train: tuple[dict, ...], train
                 clashes.append(f"{path}: $[{index}] ({item.get(task.gold_field)!r}) is {earlier[0]}: $[{earlier[1]}] "
                                f"({earlier[2]!r})")
     if clashes:
-        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
-        warnings.append(f"{'; '.join(clashes[:3])}{more}: the same item with another gold label, so one of each "
+        warnings.append(f"{first_few(clashes, '; ')}: the same item with another gold label, so one of each "
                         "pair is always scored wrong")
     training = {shown(item) for item in train}
     also = [index for index, item in enumerate(held_out) if shown(item) in training]
     if also:
-        listed = ", ".join(f"$[{i}]" for i in also[:3]) + (f" and {len(also) - 3} more" if len(also) > 3 else "")
-        warnings.append(f"{held_out_path}: {listed} also in the training items ({train_path}): a held-out score "
+        warnings.append(f"{held_out_path}: {first_few([f'$[{i}]' for i in also])} also in the training items ({train_path}): a held-out score "
                         "on an item the search was tuned on is not held out")
     return warnings
 
@@ -289,7 +292,7 @@ def answers_that_cannot_be_right(day_care: DayCare, task: Task, scorer, items: t
         return []
     if not missed:
         return []
-    shown = ", ".join(map(repr, missed[:3])) + (f" and {len(missed) - 3} more" if len(missed) > 3 else "")
+    shown = first_few([repr(gold) for gold in missed])
     return [f"{day_care.breeder.templates[FITNESS_TEMPLATE].source or day_care.breeder.path}: "
             f"{FITNESS_TEMPLATE} allows only {', '.join(map(repr, choices))} as {task.answer_variable}, and the "
             f"{task.scorer_type} scorer counts none of them right for gold label{'s' * (len(missed) > 1)} {shown} of "

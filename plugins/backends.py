@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +26,7 @@ from lpb_plugins.llama_cpp.lmtp_client import check_reachable, remote_model
 from lpb_plugins.llama_cpp.model_files import EMBEDDED_NAME, LOCAL_PREFIXES, gguf_fingerprint, resolve_gguf
 from lpb_plugins.llama_cpp.openai_model import served_model, served_tokenizer
 from lpb_plugins.lmql_inprocess import shared_inprocess_model
-from lpb_plugins.remote_calls import RequestRefused
+from lpb_plugins.remote_calls import RequestRefused, unreachable
 
 
 def _counter(model):
@@ -163,11 +162,12 @@ def _check_answers(api_base: str, timeout: float = 5.0) -> None:
     """An InputError naming --api-base unless something accepts connections at its host and port."""
     url = urlsplit(api_base)
     try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        socket.create_connection((url.hostname or "", port), timeout).close()
-    except (OSError, ValueError) as exc:  # refused, no such host, a port that is not a number
-        raise InputError("command line", f"nothing answers at {api_base} ({getattr(exc, 'strerror', None) or exc}): "
-                         "is the server running, on that port?", "--api-base") from None
+        why = unreachable(url.hostname or "", url.port or (443 if url.scheme == "https" else 80), timeout)
+    except ValueError as exc:  # a port that is not a number
+        why = str(exc)
+    if why is not None:
+        raise InputError("command line", f"nothing answers at {api_base} ({why}): is the server running, on that "
+                         "port?", "--api-base")
 
 
 class LlamaCppBackend:

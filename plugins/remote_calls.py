@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import socket
 import time
 from typing import Callable
 
@@ -27,6 +28,16 @@ class RequestRefused(ModelError):
     def __init__(self, message: str, status: int, body: str):
         super().__init__(message)
         self.status, self.body = status, body
+
+
+def unreachable(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """Why nothing accepts connections at ``host:port`` (refused, no such host...), or None if something does:
+    a server that is not there is said before a run, not after minutes of a client's retries."""
+    try:
+        socket.create_connection((host, port), timeout).close()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

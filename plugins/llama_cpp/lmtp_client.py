@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import threading
 from typing import Any, Dict, Optional
 
@@ -19,6 +18,7 @@ from lpb_plugins.llama_cpp.gguf_tokenizer import GGUFTokenizer, model_identifier
 from lpb_plugins.llama_cpp.lmql_patches import (fail_queries_when_lmtp_server_goes, install_fast_token_set_eq,
                                                 keep_role_tags)
 from lpb_plugins.llama_cpp.model_files import resolve_gguf
+from lpb_plugins.remote_calls import unreachable
 
 __all__ = ["DEFAULT_CLIENT_CHUNKSIZE", "check_reachable", "remote_model"]
 
@@ -63,11 +63,9 @@ def check_reachable(endpoint: str, timeout: float = 5.0) -> None:
     """ConnectionError unless something accepts connections at ``endpoint``: LMQL's LMTP client would print
     its traceback for each query instead, then fail."""
     host, _, port = _normalise_endpoint(endpoint).rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"nothing answers at {endpoint} ({exc.strerror or exc}): is `lpb serve` running "
-                              "there?") from None
+    why = unreachable(host, int(port), timeout)
+    if why is not None:
+        raise ConnectionError(f"nothing answers at {endpoint} ({why}): is `lpb serve` running there?")
 
 
 def remote_model(endpoint: str, gguf_path: Optional[str | os.PathLike] = None):
